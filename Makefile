@@ -1,0 +1,41 @@
+# Set-up commands: `make test` and `make demo` create the virtual environment themselves.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DS_ACCELERATOR ?= cpu
+export DS_BUILD_OPS ?= 0
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
+export MLFLOW_DISABLE_TELEMETRY := true
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export RAY_AUTH_MODE := disabled
+export RAY_USAGE_STATS_ENABLED := 0
+export TOKENIZERS_PARALLELISM := false
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: venv test demo experiment bench clean
+
+venv: $(STAMP)
+
+# torch==2.13.0 first and alone (a CPU wheel; any other torch request pulls a CUDA build).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python -m pipeline.demo $(DEMO_ARGS)
+
+experiment: $(STAMP)
+	$(BIN)/python -m benchmarks.quality_experiment $(EXPERIMENT_ARGS)
+
+bench: $(STAMP)
+	for b in benchmarks/render.py benchmarks/model.py benchmarks/grad_cache.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

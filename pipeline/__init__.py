@@ -1,0 +1,1 @@
+"""Budget-elastic visual document retrieval: one ColPali-style retriever trained for many (layers, dim, pool) budgets."""
