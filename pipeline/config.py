@@ -38,6 +38,12 @@ class SynthConfig:
     layout: str = "grid"  # grid: codes on token-aligned rows; free: random horizontal offset; rich: tables/charts too
     queries_per_page: int = 1
     seed: int = 0
+    codes_per_page_max: int = 3  # >codes_per_page: each page gets a uniform count in [codes_per_page, this]
+    pages_per_doc_max: int = 0  # >pages_per_doc: each document gets a uniform count in [pages_per_doc, this]
+    row_px: int = 28  # code rows (and grid columns) in px: patch 14 x merge 2 of Qwen2-VL
+    unique_codes: bool = True  # each page's answer codes appear on no other page (exact relevance)
+    vocab_seed: int = 0  # the code vocabulary; keep it equal across train and eval corpora
+    fact_queries: bool = False  # rich layout: add one natural-language query per page
 
 
 @dataclass
@@ -59,6 +65,9 @@ class RenderConfig:
     max_file_mb: float = 512.0  # larger files are rejected
     ray_address: str | None = None  # None: connect to RAY_ADDRESS or start Ray locally
     num_cpus: int | None = None  # for a local Ray
+    png_compress_level: int = 6  # zlib level for PNG (0-9); lossless at every level
+    object_store_mb: int | None = None  # object store of a local Ray; None: Ray's default
+    progress: bool = True  # tqdm bar of pages done (stderr)
 
 
 @dataclass
