@@ -1,0 +1,1 @@
+"""The training loader: manifest check, the resumable (seed, epoch, world size)-ordered stream, typed batches."""

@@ -1,0 +1,179 @@
+"""The resumable training stream: sample order a pure function of (seed, epoch, world size), split by rank and worker.
+
+Global batch `s` of the run is the slice `[b*G, (b+1)*G)` of epoch `e`'s permutation of the whole split, where
+`e, b = divmod(s, batches_per_epoch)` and the permutation is seeded by `(seed, e)`. Rank `r` of `W` takes the `r`-th
+`G/W` of it; loader worker `w` of `K` builds local batches `s` with `s % K == w`, and the DataLoader hands them out
+in step order. The stream position is therefore just the next step: a checkpoint records it (with the data's
+fingerprint) and a resumed run reads exactly the batches an uninterrupted run would have read. The global batches
+do not even depend on the world size, only their split across ranks does.
+
+WebDataset 1.0.2 reads tars sequentially only; a whole-split permutation needs random access, so the shards are
+indexed once (tar headers and the small JSON members) and images are read by offset.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.data.manifest import ShardInfo, fingerprint
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    """Where one training sample's bytes lie: its image member and its queries (read at index time)."""
+
+    key: str
+    shard: int
+    offset: int
+    size: int
+    queries: tuple[str, ...]
+
+
+@dataclass
+class RawBatch:
+    """One rank's local batch before processing: decoded pages and the query picked for each."""
+
+    step: int
+    keys: list[str]
+    images: list[Image.Image]
+    queries: list[str]
+
+
+def index_shards(shards: list[ShardInfo]) -> list[SampleRef]:
+    """Index every sample of `shards` that has at least one query (pages without queries cannot be trained on)."""
+    refs: list[SampleRef] = []
+    dropped = 0
+    for si, shard in enumerate(shards):
+        members: dict[str, dict[str, tarfile.TarInfo]] = {}
+        order: list[str] = []
+        with tarfile.open(shard.path, "r:") as tar:
+            for m in tar:
+                if not m.isfile():
+                    continue
+                key, _, ext = m.name.partition(".")
+                if key not in members:
+                    members[key] = {}
+                    order.append(key)
+                members[key][ext.lower()] = m
+            for key in order:
+                found = members[key]
+                image = next((found[e] for e in IMAGE_EXTS if e in found), None)
+                meta = json.loads(tar.extractfile(found["json"]).read()) if "json" in found else {}
+                queries = tuple(q for q in meta.get("queries", []) if q)
+                if image is None or not queries:
+                    dropped += 1
+                    continue
+                refs.append(SampleRef(key, si, image.offset_data, image.size, queries))
+    if dropped:
+        log.warning("%d samples without an image or a query are left out of the stream", dropped)
+    return refs
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the `n` samples in `epoch`: [n] int64, a pure function of (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def local_indices(step: int, n: int, global_batch: int, world_size: int, rank: int, seed: int) -> list[int]:
+    """Sample indices of rank `rank`'s share of global batch `step`: [global_batch // world_size]."""
+    if global_batch % world_size:
+        raise ValueError(f"global batch {global_batch} is not a multiple of the world size {world_size}")
+    per_epoch = n // global_batch
+    if per_epoch == 0:
+        raise ValueError(f"the split has {n} trainable samples, fewer than one global batch ({global_batch})")
+    epoch, b = divmod(step, per_epoch)
+    local = global_batch // world_size
+    start = b * global_batch + rank * local
+    return epoch_permutation(n, seed, epoch)[start : start + local].tolist()
+
+
+def pick_query(ref: SampleRef, index: int, seed: int, step: int, per_epoch: int) -> str:
+    """One of the page's queries, chosen by (seed, epoch, sample): every epoch may use a different one."""
+    if len(ref.queries) == 1:
+        return ref.queries[0]
+    pick = np.random.default_rng([seed, step // per_epoch, index, 1]).integers(len(ref.queries))
+    return ref.queries[int(pick)]
+
+
+class TrainStream(torch.utils.data.IterableDataset):
+    """Yields this rank's local batches for steps `start_step, start_step+1, ...` (forever, epoch after epoch).
+
+    `transform(RawBatch) -> Batch-like` runs in the loader worker (e.g. the model's processor via `collate`).
+    """
+
+    def __init__(
+        self,
+        shards: list[ShardInfo],
+        global_batch: int,
+        world_size: int,
+        rank: int,
+        seed: int,
+        transform: Callable[[RawBatch], object] | None = None,
+        refs: list[SampleRef] | None = None,
+    ):
+        self.paths = [s.path for s in shards]
+        self.fingerprint = fingerprint(shards)
+        self.refs = refs if refs is not None else index_shards(shards)
+        self.global_batch, self.world_size, self.rank, self.seed = global_batch, world_size, rank, seed
+        self.transform = transform
+        self.start_step = 0
+        self._files: dict[int, object] = {}
+        self.batches_per_epoch = len(self.refs) // global_batch
+        local_indices(0, len(self.refs), global_batch, world_size, rank, seed)  # fail early on bad sizes
+
+    def state_dict(self) -> dict:
+        """The stream position to store in a checkpoint (plain JSON types)."""
+        return {"step": self.start_step, "seed": self.seed, "global_batch": self.global_batch,
+                "samples": len(self.refs), "fingerprint": self.fingerprint}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint's position; refuses different data, seed or global batch."""
+        for k in ("seed", "global_batch", "samples", "fingerprint"):
+            if state[k] != self.state_dict()[k]:
+                raise ValueError(f"cannot resume the stream: {k} was {state[k]!r}, now {self.state_dict()[k]!r}")
+        self.start_step = int(state["step"])
+
+    def _read(self, ref: SampleRef) -> Image.Image:
+        f = self._files.get(ref.shard)
+        if f is None:
+            f = self._files[ref.shard] = open(self.paths[ref.shard], "rb")
+        f.seek(ref.offset)
+        return Image.open(io.BytesIO(f.read(ref.size))).convert("RGB")
+
+    def raw_batch(self, step: int) -> RawBatch:
+        """This rank's local batch of global step `step`."""
+        idx = local_indices(step, len(self.refs), self.global_batch, self.world_size, self.rank, self.seed)
+        refs = [self.refs[i] for i in idx]
+        queries = [pick_query(r, i, self.seed, step, self.batches_per_epoch) for r, i in zip(refs, idx)]
+        return RawBatch(step, [r.key for r in refs], [self._read(r) for r in refs], queries)
+
+    def __iter__(self) -> Iterator[object]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        step = self.start_step + worker
+        while True:
+            raw = self.raw_batch(step)
+            yield self.transform(raw) if self.transform else raw
+            step += workers
+
+
+def make_loader(stream: TrainStream, num_workers: int) -> torch.utils.data.DataLoader:
+    """A DataLoader over `stream` that keeps step order (workers take steps round-robin)."""
+    return torch.utils.data.DataLoader(
+        stream, batch_size=None, num_workers=num_workers, persistent_workers=False,
+        prefetch_factor=2 if num_workers else None,
+    )
