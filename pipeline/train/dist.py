@@ -1,0 +1,167 @@
+"""Everything distributed in one place: environment -> ranks (torchrun, deepspeed launcher, Slurm), the one process
+group, `is_rank0`, and the one autograd-aware cross-rank gather. Nothing else calls `init_process_group`."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits: global rank, rank on its node, world size, rendezvous address and the launcher."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    launcher: str = "single"
+
+
+def _slurm_master(environ) -> str:
+    """First host of the job's node list, as an address (scontrol resolves the Slurm NodeAddr)."""
+    nodelist = environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST")
+    if not nodelist or not shutil.which("scontrol"):
+        return "127.0.0.1"
+    host = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                          check=True).stdout.split()[0]
+    out = subprocess.run(["scontrol", "show", "node", host], capture_output=True, text=True).stdout
+    for token in out.split():
+        if token.startswith("NodeAddr="):
+            return token.split("=", 1)[1]
+    return host
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_from(environ=None) -> DistEnv:
+    """Read ranks from the launcher's variables: torchrun / deepspeed (RANK, LOCAL_RANK, WORLD_SIZE), Slurm srun
+    (SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS), Open MPI (OMPI_COMM_WORLD_*), else one process."""
+    e = os.environ if environ is None else environ
+    port = int(e.get("MASTER_PORT", 0))
+    if "RANK" in e and "WORLD_SIZE" in e:
+        return DistEnv(int(e["RANK"]), int(e.get("LOCAL_RANK", 0)), int(e["WORLD_SIZE"]),
+                       e.get("MASTER_ADDR", "127.0.0.1"), port or 29500, "torchrun")
+    if "SLURM_PROCID" in e and "SLURM_NTASKS" in e:
+        # A port every task of the job agrees on without talking: derived from the job id.
+        port = port or 20000 + int(e.get("SLURM_JOB_ID", "0")) % 20000
+        return DistEnv(int(e["SLURM_PROCID"]), int(e.get("SLURM_LOCALID", 0)), int(e["SLURM_NTASKS"]),
+                       e.get("MASTER_ADDR") or _slurm_master(e), port, "slurm")
+    if "OMPI_COMM_WORLD_RANK" in e:
+        return DistEnv(int(e["OMPI_COMM_WORLD_RANK"]), int(e.get("OMPI_COMM_WORLD_LOCAL_RANK", 0)),
+                       int(e["OMPI_COMM_WORLD_SIZE"]), e.get("MASTER_ADDR", "127.0.0.1"), port or 29500, "mpi")
+    return DistEnv(master_port=port or _free_port())
+
+
+def init(env: DistEnv | None = None, timeout_s: float = 1800) -> DistEnv:
+    """Create the process group (gloo on CPU, nccl on CUDA) once, and export the variables DeepSpeed reads."""
+    env = env or env_from()
+    for key, value in (("RANK", env.rank), ("LOCAL_RANK", env.local_rank), ("WORLD_SIZE", env.world_size),
+                       ("MASTER_ADDR", env.master_addr), ("MASTER_PORT", env.master_port)):
+        os.environ[key] = str(value)
+    if dist.is_initialized():
+        return env
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(env.local_rank)
+    dist.init_process_group("nccl" if cuda else "gloo", rank=env.rank, world_size=env.world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    log.info("process group: %d ranks via %s, rendezvous %s:%d", env.world_size, env.launcher,
+             env.master_addr, env.master_port)
+    return env
+
+
+def destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_rank0() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def device() -> torch.device:
+    """This rank's compute device: its CUDA device, else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def any_rank(flag: bool | torch.Tensor) -> bool:
+    """True when `flag` is true on at least one rank (one small all-reduce; a host sync, so call it rarely)."""
+    t = torch.as_tensor(flag).to(device=device(), dtype=torch.int32).reshape(1)
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The mean of a detached tensor over ranks (for logging)."""
+    x = x.detach().clone()
+    if dist.is_initialized():
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return x
+
+
+def _sizes(x: torch.Tensor, dims: int) -> torch.Tensor:
+    """[world, dims] the leading `dims` sizes of `x` on every rank."""
+    mine = torch.tensor(x.shape[:dims], dtype=torch.long, device=x.device)
+    out = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, mine)
+    return torch.stack(out)
+
+
+def gather_padded(x: torch.Tensor, pad_dims: int = 2, value: float = 0.0, grad: bool = True) -> torch.Tensor:
+    """Concatenate every rank's `x` along dim 0, rank order: [B, N_r, ...] -> [W*B, max_r N_r, ...].
+
+    Every rank holds the same batch size B; dims 1..pad_dims-1 (e.g. tokens) may differ and are padded with
+    `value` to the largest. With `grad` the gather is autograd-aware: the gradients that every rank's loss sends to this
+    rank's slice are summed into this rank's `x.grad` (torch.distributed.nn's all_gather). `grad=False` leaves
+    only the local slice differentiable (other ranks' slices are constants): the usual bug, kept for the tests.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return x
+    sizes = _sizes(x, pad_dims)
+    if int(sizes[:, 0].max()) != int(sizes[:, 0].min()):
+        raise ValueError(f"ranks hold different batch sizes {sizes[:, 0].tolist()}; the step needs equal ones")
+    top = sizes.max(0).values.tolist()
+    pad: list[int] = []
+    for d in reversed(range(x.dim())):  # F.pad lists the last dim first
+        pad += [0, top[d] - x.shape[d]] if 0 < d < pad_dims else [0, 0]
+    padded = F.pad(x, pad, value=value)
+    if grad:
+        parts = list(dist_nn.all_gather(padded))
+    else:
+        parts = [torch.empty_like(padded) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, padded.detach().contiguous())
+        parts[dist.get_rank()] = padded
+    return torch.cat(parts, dim=0)
