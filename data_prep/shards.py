@@ -1,0 +1,185 @@
+"""Shard layout of the render job: split by document, page -> shard plan, atomic byte-identical tars, manifest, rejects.
+
+Everything here is deterministic: the same documents and settings give the same plan, the same tar
+bytes (fixed member order, mtime 0, uid/gid 0, no user names) and the same manifest, so a re-run can
+keep every shard whose checksum still matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_prep.sources import Doc, Reject, file_sha256
+
+MANIFEST = "manifest.json"
+PARTIAL = "manifest.partial.json"  # shards finished by an interrupted run: read back by the next run
+REJECTS = "rejects.jsonl"
+SPLITS = ("train", "eval")
+
+
+@dataclass
+class ShardPlan:
+    name: str  # {split}-{index:06d}.tar
+    split: str
+    jobs: list[dict] = field(default_factory=list)  # page jobs (see data_prep.pages), in sample order
+    plan: str = ""  # sha256 of the settings and the jobs: a kept shard must match it
+
+
+def sample_key(doc_id: str, page: int) -> str:
+    return f"{doc_id}-p{page:05d}"
+
+
+def assign_splits(doc_ids: list[str], eval_fraction: float, seed: int) -> dict[str, str]:
+    """doc_id -> split. Documents are ordered by sha256(seed:doc_id); the first round(n * eval_fraction)
+    are eval (at least one of each split when 0 < eval_fraction < 1 and n >= 2). Pages never straddle."""
+    order = sorted(doc_ids, key=lambda d: hashlib.sha256(f"{seed}:{d}".encode()).hexdigest())
+    n_eval = round(len(order) * eval_fraction)
+    if 0 < eval_fraction < 1 and len(order) >= 2:
+        n_eval = min(max(n_eval, 1), len(order) - 1)
+    return {d: ("eval" if i < n_eval else "train") for i, d in enumerate(order)}
+
+
+def plan_shards(docs: list[Doc], queries: dict[tuple[str, int], list[str]], settings: dict) -> list[ShardPlan]:
+    """Cut each split's pages into shards of settings["shard_size"] samples.
+
+    Documents are taken in their seeded order (so shards mix documents), pages in page order.
+    """
+    splits = assign_splits([d.doc_id for d in docs], settings["eval_fraction"], settings["split_seed"])
+    order = {d: i for i, d in enumerate(sorted(splits, key=lambda d: hashlib.sha256(
+        f"{settings['split_seed']}:{d}".encode()).hexdigest()))}
+    plans: list[ShardPlan] = []
+    for split in SPLITS:
+        jobs = [
+            {"key": sample_key(d.doc_id, p), "kind": d.kind, "path": d.path, "page": p, "source": d.source,
+             "doc_id": d.doc_id, "split": split, "queries": queries.get((d.doc_id, p), []), "num_pages": d.pages,
+             "row_group": d.row_group, "row_in_group": d.row_in_group}
+            for d in sorted((d for d in docs if splits[d.doc_id] == split), key=lambda d: order[d.doc_id])
+            for p in range(d.pages)
+        ]
+        size = settings["shard_size"]
+        for i in range(0, len(jobs), size):
+            plans.append(ShardPlan(f"{split}-{i // size:06d}.tar", split, jobs[i : i + size]))
+    for sp in plans:
+        # `path` is where this machine reads a file, not part of the content: leave it out of the key.
+        content = [{k: v for k, v in j.items() if k != "path"} for j in sp.jobs]
+        sp.plan = hashlib.sha256(json.dumps({"settings": settings, "jobs": content}, sort_keys=True).encode()).hexdigest()
+    return plans
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, 0, 0o644, 0, 0, "", ""
+    return ti
+
+
+def write_shard(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> dict:
+    """Write samples [(key, {ext: bytes})] as a tar at a temporary name, fsync, then rename over `path`.
+
+    Returns {"bytes", "sha256"} of the finished file.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as raw:
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, members in samples:
+                for ext in sorted(members):
+                    data = members[ext]
+                    tar.addfile(_tarinfo(f"{key}.{ext}", len(data)), fileobj=_Reader(data))
+        raw.flush()
+        os.fsync(raw.fileno())
+    os.replace(tmp, path)
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+class _Reader:
+    """A minimal file object over bytes for tarfile.addfile (avoids copying into BytesIO)."""
+
+    def __init__(self, data: bytes):
+        self._view, self._pos = memoryview(data), 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self._view) if n < 0 else self._pos + n
+        chunk = self._view[self._pos : end].tobytes()
+        self._pos += len(chunk)
+        return chunk
+
+
+def shard_still_good(path: Path, entry: dict | None, plan: str) -> bool:
+    """A shard from an earlier run is kept when it was made from the same plan and its bytes verify."""
+    if entry is None or entry.get("plan") != plan or not path.is_file():
+        return False
+    return path.stat().st_size == entry["bytes"] and file_sha256(path) == entry["sha256"]
+
+
+def known_entries(out_dir: Path) -> dict[str, dict]:
+    """Shard entries recorded by earlier runs: the manifest, then the partial record of an interrupted run."""
+    known: dict[str, dict] = {}
+    for name in (MANIFEST, PARTIAL):
+        p = out_dir / name
+        if p.is_file():
+            try:
+                shards = json.loads(p.read_text()).get("shards", [])
+            except (json.JSONDecodeError, AttributeError):
+                continue
+            known.update({e["name"]: e for e in shards if isinstance(e, dict) and "name" in e})
+    return known
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Atomically write `data` unless the file already holds exactly it (a no-op run writes nothing)."""
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return True
+
+
+def json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def save_partial(out_dir: Path, entries: list[dict]) -> None:
+    write_if_changed(out_dir / PARTIAL, json_bytes({"shards": entries}))
+
+
+def build_manifest(settings: dict, fp: str, entries: list[dict], extra: dict) -> dict:
+    """manifest.json as in docs/interfaces.md, plus `extra` (documents, pages, rejects, queries)."""
+    splits = {s: {"samples": sum(e["samples"] for e in entries if e["split"] == s),
+                  "shards": sum(1 for e in entries if e["split"] == s)} for s in SPLITS}
+    return {"version": 1, "settings": settings, "input_fingerprint": fp, "shards": entries, "splits": splits, **extra}
+
+
+def rejects_bytes(rejects: list[Reject]) -> bytes:
+    rows = sorted(rejects, key=lambda r: (r.source, -1 if r.page is None else r.page))
+    lines = [json.dumps({k: v for k, v in vars(r).items() if v is not None}, sort_keys=True) for r in rows]
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def remove_stale(out_dir: Path, keep: set[str]) -> list[str]:
+    """Delete shards of an older plan and temporary files left by a killed run; returns what was removed."""
+    removed = []
+    for p in sorted(out_dir.iterdir()):
+        stale_shard = p.suffix == ".tar" and p.name.split("-")[0] in SPLITS and p.name not in keep
+        if stale_shard or (p.name.startswith(".") and ".tmp-" in p.name):
+            p.unlink()
+            removed.append(p.name)
+    return removed
+
+
+def verify(out_dir: str | Path) -> list[str]:
+    """Check every shard of a manifest (size and sha256); returns the problems found (empty: all good)."""
+    out = Path(out_dir)
+    manifest = json.loads((out / MANIFEST).read_text())
+    problems = []
+    for e in manifest["shards"]:
+        p = out / e["name"]
+        if not p.is_file():
+            problems.append(f"{e['name']}: missing")
+        elif p.stat().st_size != e["bytes"] or file_sha256(p) != e["sha256"]:
+            problems.append(f"{e['name']}: checksum mismatch")
+    return problems
