@@ -1,0 +1,91 @@
+"""DeepSpeed set-up: fill a JSON config's "auto" fields from the run config, check the rest agrees, start the engine."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.config import Config
+from pipeline.train.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+def precision(dtype: str) -> str:
+    """'bf16' or 'fp32' for a model dtype setting: auto means bf16 on CUDA, fp32 on CPU."""
+    if dtype == "auto":
+        return "bf16" if torch.cuda.is_available() else "fp32"
+    if dtype in ("bfloat16", "bf16"):
+        return "bf16"
+    if dtype in ("float32", "fp32"):
+        return "fp32"
+    raise ValueError(f"model.dtype {dtype!r}: training supports auto, bfloat16 or float32")
+
+
+def run_values(cfg: Config, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed keys that the run config owns, as dotted paths -> values."""
+    if cfg.data.global_batch % world_size:
+        raise ValueError(f"data.global_batch {cfg.data.global_batch} is not a multiple of {world_size} ranks")
+    return {
+        "train_batch_size": cfg.data.global_batch,
+        "train_micro_batch_size_per_gpu": cfg.data.global_batch // world_size,
+        "gradient_accumulation_steps": 1,  # the gradient cache replaces accumulation: one step per global batch
+        "gradient_clipping": cfg.train.grad_clip,
+        "bf16.enabled": precision(cfg.model.dtype) == "bf16",
+    }
+
+
+def _walk(tree: dict, prefix: str = ""):
+    for k, v in tree.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            yield from _walk(v, key)
+        else:
+            yield key, v
+
+
+def fill_auto(ds: dict, cfg: Config, world_size: int) -> dict:
+    """A copy of DeepSpeed config `ds` with every "auto" replaced from the run config.
+
+    A key the run config owns that holds a value other than "auto" must equal the run's value; an "auto" the
+    run config does not own, or an "optimizer"/"scheduler" section (built in code), is an error naming it.
+    """
+    out = json.loads(json.dumps(ds))
+    for section in ("optimizer", "scheduler"):
+        if section in out:
+            raise ValueError(f"DeepSpeed config: remove '{section}' (train.optimizer / train.lr build it)")
+    values = run_values(cfg, world_size)
+    for key, value in _walk(ds):
+        if value == "auto" and key not in values:
+            raise ValueError(f"DeepSpeed config: no run setting fills '{key}': \"auto\"")
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        if node.get(leaf, "auto") != "auto" and node[leaf] != value:
+            raise ValueError(f"DeepSpeed config: '{key}' is {node[leaf]!r} but the run config gives {value!r}")
+        node[leaf] = value
+    return out
+
+
+def load_ds_config(cfg: Config, world_size: int) -> dict:
+    """Read `train.deepspeed_config` and fill it for this run."""
+    return fill_auto(json.loads(Path(cfg.train.deepspeed_config).read_text()), cfg, world_size)
+
+
+def build_engine(model: torch.nn.Module, cfg: Config, world_size: int) -> tuple[Any, dict]:
+    """Wrap `model` in a DeepSpeed engine with our optimizer and schedule; returns (engine, filled DS config)."""
+    import deepspeed  # training only: evaluation, export and serving never import DeepSpeed
+
+    ds = load_ds_config(cfg, world_size)
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds)
+    log.info("DeepSpeed ZeRO stage %s, %s, micro batch %d on %d ranks", ds.get("zero_optimization", {}).get("stage"),
+             precision(cfg.model.dtype), ds["train_micro_batch_size_per_gpu"], world_size)
+    return engine, ds
