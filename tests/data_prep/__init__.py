@@ -1,0 +1,1 @@
+"""Tests of the render job (data_prep)."""

@@ -1,0 +1,188 @@
+"""The render job end to end: `ray job submit` to a real Ray head, shards read back with webdataset and checked independently."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pypdfium2 as pdfium
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from tests.data_prep.conftest import BAD, MAX_FILE_MB, ROOT, stop_group
+
+ARGS = ["render.shard_size=3", "render.pages_per_task=2", "render.max_in_flight=2", f"render.max_file_mb={MAX_FILE_MB}",
+        "render.eval_fraction=0.25", "render.split_seed=1", "render.progress=false"]
+
+
+def plain_render(corpus: Path, out: Path, *extra: str, **kw) -> subprocess.Popen:
+    """`python data_prep/render.py ...` without a cluster address: Ray starts locally."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [sys.executable, "data_prep/render.py", "--input", str(corpus), "--output", str(out), *ARGS,
+           "render.num_cpus=2", "render.object_store_mb=100", *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def job_out(ray_head, corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shards")
+    cmd = ["ray", "job", "submit", "--address", ray_head, "--working-dir", str(ROOT), "--",
+           "python", "data_prep/render.py", "--input", str(corpus), "--output", str(out), *ARGS]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0 and "succeeded" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def samples(job_out) -> list[dict]:
+    manifest = json.loads((job_out / "manifest.json").read_text())
+    urls = [str(job_out / e["name"]) for e in manifest["shards"]]
+    out = []
+    for s in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+        rec = json.loads(s["json"])
+        out.append({"key": s["__key__"], "png": s["png"], "rec": rec, "shard": Path(s["__url__"]).name})
+    return out
+
+
+def good_pdfs(corpus: Path) -> list[Path]:
+    return sorted(p for p in corpus.rglob("*.pdf") if p.relative_to(corpus).as_posix() not in BAD)
+
+
+def parquet_images(corpus: Path) -> dict[str, tuple[bytes, list[str]]]:
+    """doc_id -> (image bytes, queries of every row showing that image), read straight from the file."""
+    out: dict[str, tuple[bytes, list[str]]] = {}
+    for row in pq.read_table(corpus / "pages.parquet").to_pylist():
+        data = row["image"]["bytes"]
+        did = hashlib.sha256(data).hexdigest()[:16]
+        out.setdefault(did, (data, []))[1].append(row["query"])
+    return out
+
+
+def test_every_page_of_every_good_document_exactly_once(corpus, samples):
+    expected = set()
+    for p in good_pdfs(corpus):
+        data = p.read_bytes()
+        did = hashlib.sha256(data).hexdigest()[:16]
+        expected |= {f"{did}-p{i:05d}" for i in range(len(pdfium.PdfDocument(data)))}
+    expected |= {f"{did}-p00000" for did in parquet_images(corpus)}
+    keys = [s["key"] for s in samples]
+    assert len(keys) == len(set(keys))
+    assert set(keys) == expected
+
+
+def test_png_equals_a_direct_pypdfium2_render(corpus, samples):
+    pdf_samples = [s for s in samples if s["rec"]["source"].endswith(".pdf")]
+    assert len(pdf_samples) > 20
+    for s in pdf_samples:
+        page = pdfium.PdfDocument(corpus / s["rec"]["source"])[s["rec"]["page"]]
+        direct = np.asarray(page.render(scale=72 / 72).to_pil())
+        got = np.asarray(Image.open(io.BytesIO(s["png"])).convert("RGB"))
+        assert got.shape == direct.shape == (s["rec"]["height"], s["rec"]["width"], 3)
+        assert np.array_equal(got, direct), s["key"]
+
+
+def test_queries_land_on_their_pages(corpus, samples):
+    wanted: dict[tuple[str, int], list[str]] = {}
+    for line in (corpus / "queries.jsonl").read_text().splitlines():
+        q = json.loads(line)
+        wanted.setdefault((q["doc"], q["page"]), []).append(q["query"])
+    seen: dict[str, int] = {}
+    for s in samples:
+        rec = s["rec"]
+        for q in rec["queries"]:
+            seen[q] = seen.get(q, 0) + 1
+        if rec["source"].endswith(".pdf"):
+            assert rec["queries"] == wanted.get((rec["source"], rec["page"]), [])
+            text = pdfium.PdfDocument(corpus / rec["source"])[rec["page"]].get_textpage().get_text_range()
+            assert all(q in text for q in rec["queries"])
+    assert set(seen) == {q for qs in wanted.values() for q in qs} | {
+        q for _, qs in parquet_images(corpus).values() for q in qs}
+    assert set(seen.values()) == {1}  # every query answered by exactly one page
+
+
+def test_parquet_pages_and_their_queries(corpus, samples):
+    by_doc = {s["rec"]["doc_id"]: s for s in samples if "pages.parquet#" in s["rec"]["source"]}
+    images = parquet_images(corpus)
+    assert set(by_doc) == set(images)
+    for did, (data, queries) in images.items():
+        s = by_doc[did]
+        assert s["rec"]["queries"] == queries
+        src = Image.open(io.BytesIO(data))
+        if src.format == "PNG":
+            assert s["png"] == data  # already lossless in the target format: passed through
+        else:
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(s["png"]))), np.asarray(src.convert("RGB")))
+    assert sorted(len(q) for _, q in images.values()) == [1, 1, 1, 1, 2]  # the repeated image merged
+
+
+def test_rejects_name_every_bad_file_with_its_reason(corpus, job_out):
+    rows = [json.loads(line) for line in (job_out / "rejects.jsonl").read_text().splitlines()]
+    got = {r["source"]: r["reason"] for r in rows}
+    assert set(got) == set(BAD)
+    for source, word in BAD.items():
+        assert word in got[source], (source, got[source])
+
+
+def test_manifest_checksums_and_counts_verify(job_out, samples):
+    manifest = json.loads((job_out / "manifest.json").read_text())
+    assert manifest["version"] == 1 and manifest["settings"]["image_format"] == "png"
+    for e in manifest["shards"]:
+        data = (job_out / e["name"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == e["sha256"] and len(data) == e["bytes"]
+        assert e["samples"] == sum(1 for s in samples if s["shard"] == e["name"]) <= 3
+    for split, info in manifest["splits"].items():
+        assert info["samples"] == sum(1 for s in samples if s["rec"]["split"] == split)
+        assert info["shards"] == sum(1 for e in manifest["shards"] if e["split"] == split)
+    assert sorted(p.name for p in job_out.iterdir()) == sorted(
+        [e["name"] for e in manifest["shards"]] + ["manifest.json", "rejects.jsonl"])
+
+
+def test_split_is_by_document(samples):
+    splits: dict[str, set[str]] = {}
+    for s in samples:
+        assert s["shard"].startswith(s["rec"]["split"] + "-")
+        splits.setdefault(s["rec"]["doc_id"], set()).add(s["rec"]["split"])
+    assert all(len(v) == 1 for v in splits.values())
+    n_eval = sum(1 for v in splits.values() if v == {"eval"})
+    assert n_eval == round(0.25 * len(splits))
+
+
+def _snapshot(d: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(d.iterdir())}
+
+
+def test_second_run_with_nothing_changed_writes_nothing(corpus, job_out):
+    before = _snapshot(job_out)
+    proc = plain_render(corpus, job_out)
+    assert proc.wait(timeout=180) == 0
+    assert _snapshot(job_out) == before
+
+
+def test_kill_9_then_rerun_gives_the_manifest_of_an_uninterrupted_run(corpus, job_out, tmp_path):
+    out = tmp_path / "killed"
+    proc = plain_render(corpus, out, "render.max_in_flight=1", "render.pages_per_task=1",
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out.is_dir() and any(p.suffix == ".tar" for p in out.iterdir())):
+        assert proc.poll() is None and time.time() < deadline, "no shard appeared"
+        time.sleep(0.005)
+    stop_group(proc, signal.SIGKILL)
+    assert not (out / "manifest.json").exists(), "the run finished before it could be killed"
+    partial = json.loads((out / "manifest.partial.json").read_text())["shards"] if (out / "manifest.partial.json").exists() else []
+    kept = {e["name"]: (out / e["name"]).stat().st_mtime_ns for e in partial}
+    proc = plain_render(corpus, out)
+    assert proc.wait(timeout=180) == 0
+    assert (out / "manifest.json").read_bytes() == (job_out / "manifest.json").read_bytes()
+    assert (out / "rejects.jsonl").read_bytes() == (job_out / "rejects.jsonl").read_bytes()
+    assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept  # finished shards were kept, not redone
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in job_out.iterdir())
