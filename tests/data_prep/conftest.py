@@ -25,17 +25,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _group_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-    """Signal the process group this test created (the process was started with start_new_session)."""
+    """Stop a process started with start_new_session: `sig` to it (SIGKILL: to its whole group), then
+    wait until every process of the group it created is gone (SIGKILL to the group as a last resort)."""
     try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        return
-    try:
+        if sig == signal.SIGKILL:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)  # `ray start --block` drains and stops its children on SIGTERM
         proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    if not _group_gone(proc.pid, 15):
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        _group_gone(proc.pid, 10)
+    proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
