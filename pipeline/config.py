@@ -110,6 +110,8 @@ class LossConfig:
     small_weight: float = 1.0  # weight of every other budget
     distill_weight: float = 0.0  # KL of each smaller budget's scores towards the full budget's
     distill_temperature: float = 1.0
+    normalize: bool = True  # divide the weighted sum by the sum of weights (scale independent of #budgets)
+    sample_seed: int = 0  # sample_k draws are seeded by (sample_seed, step): the same on every rank
 
 
 @dataclass

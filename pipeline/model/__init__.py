@@ -1,0 +1,1 @@
+"""The budget-elastic late-interaction retriever: multi-vector outputs, budgets, pooling, MaxSim, VLM wrappers."""

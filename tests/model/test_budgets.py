@@ -1,0 +1,90 @@
+"""Budgets: grid order, nested widths, and pooling against a hand computation on the patch grid."""
+
+import pytest
+import torch
+
+from pipeline.model import pooling
+from pipeline.model.budgets import Budget, apply_budget, budget_grid, full_budget
+from pipeline.model.pooling import max_cells, normalize, pool_grid
+from pipeline.model.vectors import MultiVector
+from tests.model.reference import ref_page, ref_pool
+
+GRIDS = [(4, 4), (3, 5), (1, 7), (5, 2)]  # divisible and ragged in both directions
+
+
+def pages(seed: int = 0, d: int = 12) -> MultiVector:
+    g = torch.Generator().manual_seed(seed)
+    n = max(h * w for h, w in GRIDS) + 2  # extra padding beyond the largest page
+    vectors = normalize(torch.randn(len(GRIDS), n, d, generator=g, dtype=torch.float64))
+    mask = torch.tensor([[i < h * w for i in range(n)] for h, w in GRIDS])
+    vectors = torch.where(mask[..., None], vectors, torch.full_like(vectors, 9.0))
+    return MultiVector(vectors, mask, torch.tensor(GRIDS))
+
+
+def test_grid_and_parse():
+    grid = budget_grid([1, 2, 4], [128, 32], [1, 2])
+    assert len(grid) == 12 and grid[0] == Budget(4, 128, 1) == full_budget(grid)
+    assert all(Budget.parse(str(b)) == b for b in grid)
+    with pytest.raises(ValueError):
+        Budget.parse("4-128-1")
+
+
+@pytest.mark.parametrize("p", [2, 3, 4])
+def test_pool_matches_hand_computation(p):
+    mv = pages()
+    vectors, mask, grids = pool_grid(mv.vectors, mv.mask, mv.grids, p)
+    for b, (h, w) in enumerate(GRIDS):
+        want = torch.tensor(ref_pool(mv.vectors[b, : h * w].tolist(), h, w, p), dtype=torch.float64)
+        k = len(want)
+        assert mask[b, :k].all() and not mask[b, k:].any()
+        torch.testing.assert_close(vectors[b, :k], want)
+        assert grids[b].tolist() == [-(-h // p), -(-w // p)]
+
+
+def test_device_side_bound_gives_the_same_vectors(monkeypatch):
+    """Grids off the host use a shape-only bound on the output length: more padding, identical real cells."""
+    mv = pages()
+    exact = pool_grid(mv.vectors, mv.mask, mv.grids, 2)
+    monkeypatch.setattr(pooling, "_out_cells", lambda grids, n, p: max_cells(n, p))
+    bound = pool_grid(mv.vectors, mv.mask, mv.grids, 2)
+    assert bound[0].shape[1] >= exact[0].shape[1]
+    k = exact[0].shape[1]
+    assert torch.equal(bound[1][:, :k], exact[1]) and not bound[1][:, k:].any()
+    torch.testing.assert_close(bound[0][:, :k][exact[1]], exact[0][exact[1]])
+
+
+def test_max_cells_is_a_bound():
+    for n in range(1, 40):
+        for p in (2, 3, 4):
+            brute = max(-(-h // p) * -(-w // p) for h in range(1, n + 1) for w in range(1, n // h + 1))
+            assert max_cells(n, p) == brute
+
+
+def test_masked_cells_do_not_count():
+    mv = pages()
+    mv.mask[0, 0] = False  # a missing cell: its neighbours' mean excludes it
+    vectors, _, _ = pool_grid(mv.vectors, mv.mask, mv.grids, 2)
+    want = mv.vectors[0, [1, 4, 5]].mean(0)
+    torch.testing.assert_close(vectors[0, 0], want)
+
+
+@pytest.mark.parametrize("dim,pool", [(12, 1), (8, 1), (4, 2), (8, 3)])
+def test_apply_budget_matches_reference(dim, pool):
+    mv = pages(1)
+    out = apply_budget(mv, dim, pool)
+    for b, (h, w) in enumerate(GRIDS):
+        want = torch.tensor(ref_page(mv.vectors[b, : h * w].tolist(), h, w, dim, pool), dtype=torch.float64)
+        torch.testing.assert_close(out.vectors[b][out.mask[b]], want)
+
+
+def test_widths_are_nested_and_queries_never_pooled():
+    mv = pages(2)
+    q = MultiVector(mv.vectors, mv.mask, None)
+    d8 = apply_budget(q, 8, 4)
+    assert d8.vectors.shape == (len(GRIDS), mv.vectors.shape[1], 8)  # pool ignored for queries
+    d4_from_8 = normalize(d8.vectors[..., :4])
+    torch.testing.assert_close(apply_budget(q, 4, 1).vectors, d4_from_8)
+    norms = apply_budget(mv, 4, 2)
+    torch.testing.assert_close(norms.vectors[norms.mask].norm(dim=-1), torch.ones(int(norms.mask.sum()), dtype=torch.float64))
+    with pytest.raises(ValueError):
+        apply_budget(mv, 64, 1)

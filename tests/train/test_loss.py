@@ -1,0 +1,122 @@
+"""The Matryoshka objective against a hand-written reference (loops, math.exp) for every budget and the KL term."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from pipeline.config import LossConfig
+from pipeline.model.budgets import Budget, budget_grid, full_budget
+from pipeline.model.pooling import normalize
+from pipeline.model.vectors import MultiVector
+from pipeline.train.loss import matryoshka_loss, select_budgets
+from tests.model.reference import ref_maxsim, ref_page, unit
+
+EXITS, WIDTHS, POOLS = [1, 2], [8, 4], [1, 2]
+PAGE_GRIDS = [(2, 3), (3, 3), (2, 2), (1, 4), (3, 2)]  # 5 pages: 3 queries' positives + 2 hard negatives
+
+
+def make_inputs(seed=0, d=8):
+    g = torch.Generator().manual_seed(seed)
+    n_pages = max(h * w for h, w in PAGE_GRIDS)
+    lengths = [3, 2, 4]
+    q, p = {}, {}
+    pmask = torch.tensor([[i < h * w for i in range(n_pages)] for h, w in PAGE_GRIDS])
+    qmask = torch.tensor([[i < n for i in range(max(lengths))] for n in lengths])
+    for e in EXITS:
+        qv = normalize(torch.randn(len(lengths), max(lengths), d, generator=g, dtype=torch.float64))
+        pv = normalize(torch.randn(len(PAGE_GRIDS), n_pages, d, generator=g, dtype=torch.float64))
+        q[e] = MultiVector(qv.requires_grad_(), qmask)
+        p[e] = MultiVector(pv.requires_grad_(), pmask, torch.tensor(PAGE_GRIDS))
+    return q, p
+
+
+def ref_logits(q, p, b, temperature):
+    qs = [[unit(v[: b.dim]) for v in q[b.layers].vectors[i][q[b.layers].mask[i]].tolist()] for i in range(len(q[b.layers]))]
+    ps = [
+        ref_page(p[b.layers].vectors[j, : h * w].tolist(), h, w, b.dim, b.pool) for j, (h, w) in enumerate(PAGE_GRIDS)
+    ]
+    return [[s / temperature for s in row] for row in ref_maxsim(qs, ps)]
+
+
+def ref_softmax(row, t=1.0):
+    m = max(x / t for x in row)
+    e = [math.exp(x / t - m) for x in row]
+    return [x / sum(e) for x in e]
+
+
+def ref_ce(logits, labels):
+    return sum(-math.log(ref_softmax(row)[y]) for row, y in zip(logits, labels)) / len(labels)
+
+
+def ref_kl(student, teacher, t):
+    total = 0.0
+    for s_row, t_row in zip(student, teacher):
+        ps, pt = ref_softmax(s_row, t), ref_softmax(t_row, t)
+        total += sum(a * (math.log(a) - math.log(b)) for a, b in zip(pt, ps))
+    return total / len(student) * t * t
+
+
+@pytest.mark.parametrize("distill,normalize_", [(0.0, True), (0.5, True), (0.7, False)])
+def test_loss_matches_reference(distill, normalize_):
+    cfg = LossConfig(temperature=0.1, full_weight=1.0, small_weight=0.3, distill_weight=distill,
+                     distill_temperature=2.0, normalize=normalize_)
+    q, p = make_inputs()
+    grid = budget_grid(EXITS, WIDTHS, POOLS)
+    labels = torch.tensor([2, 0, 1])
+    total, per_budget = matryoshka_loss(q, p, grid, cfg, labels)
+    full = full_budget(grid)
+    logits = {b: ref_logits(q, p, b, cfg.temperature) for b in grid}
+    want_total, weight_sum = 0.0, 0.0
+    for b in grid:
+        w = cfg.full_weight if b == full else cfg.small_weight
+        ce = ref_ce(logits[b], labels.tolist())
+        assert per_budget[b].item() == pytest.approx(ce, rel=1e-9), b
+        want_total += w * ce
+        weight_sum += w
+        if b != full:
+            want_total += distill * w * ref_kl(logits[b], logits[full], cfg.distill_temperature)
+    if normalize_:
+        want_total /= weight_sum
+    assert total.item() == pytest.approx(want_total, rel=1e-9)
+    total.backward()
+    for e in EXITS:
+        assert torch.isfinite(q[e].vectors.grad).all() and torch.isfinite(p[e].vectors.grad).all()
+        assert q[e].vectors.grad.abs().sum() > 0 and p[e].vectors.grad.abs().sum() > 0
+
+
+def test_teacher_is_detached():
+    """With the full budget weighted 0, no gradient reaches its vectors (exit 2 serves only the detached teacher)."""
+    q, p = make_inputs(1)
+    cfg = LossConfig(temperature=0.1, full_weight=0.0, small_weight=1.0, distill_weight=1.0)
+    budgets = [Budget(2, 8, 1), Budget(1, 4, 2)]
+    total, _ = matryoshka_loss(q, p, budgets, dataclasses.replace(cfg, normalize=False))
+    total.backward()
+    assert q[2].vectors.grad is None or torch.all(q[2].vectors.grad == 0)
+    assert q[1].vectors.grad.abs().sum() > 0
+
+
+def test_default_labels_are_diagonal():
+    q, p = make_inputs(2)
+    cfg = LossConfig()
+    a, _ = matryoshka_loss(q, p, [Budget(2, 8, 1)], cfg)
+    b, _ = matryoshka_loss(q, p, [Budget(2, 8, 1)], cfg, torch.arange(3))
+    assert torch.equal(a, b)
+
+
+def test_select_budgets():
+    grid = budget_grid([1, 2, 3, 4], [128, 64, 32, 16], [1, 2, 4])
+    full = Budget(4, 128, 1)
+    assert select_budgets(grid, LossConfig(budgets="grid"), 0) == grid
+    two_d = select_budgets(grid, LossConfig(budgets="2d"), 0)
+    assert len(two_d) == 16 and all(b.pool == 1 for b in two_d)
+    assert select_budgets(grid, LossConfig(budgets="full"), 0) == [full]
+    cfg = LossConfig(sample_k=5)
+    draws = [select_budgets(grid, cfg, s) for s in range(20)]
+    assert all(d[0] == full and len(set(d)) == 6 and set(d) <= set(grid) for d in draws)
+    assert draws == [select_budgets(grid, cfg, s) for s in range(20)]  # pure function of (grid, cfg, step)
+    assert len({tuple(d) for d in draws}) > 10  # and it varies with the step
+    assert select_budgets(grid, LossConfig(sample_k=100), 3) == grid
+    with pytest.raises(ValueError):
+        select_budgets(grid, LossConfig(budgets="3d"), 0)
