@@ -3,87 +3,25 @@
 from __future__ import annotations
 
 import io
-import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from data_prep.ray_head import RayHead
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _group_gone(pgid: int, timeout: float) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-    """Stop a process started with start_new_session: `sig` to it (SIGKILL: to its whole group), then
-    wait until every process of the group it created is gone (SIGKILL to the group as a last resort)."""
-    try:
-        if sig == signal.SIGKILL:
-            os.killpg(proc.pid, sig)
-        else:
-            proc.send_signal(sig)  # `ray start --block` drains and stops its children on SIGTERM
-        proc.wait(timeout=timeout)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    if not _group_gone(proc.pid, 15):
-        os.killpg(proc.pid, signal.SIGKILL)
-        _group_gone(proc.pid, 10)
-    proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
 def ray_head():
-    """`ray start --head --block` on free ports, bound to 127.0.0.1; yields the job API address."""
-    ports = {k: free_port() for k in ("port", "dashboard-port", "ray-client-server-port",
-                                      "dashboard-agent-listen-port", "metrics-export-port", "runtime-env-agent-port")}
-    temp_dir = tempfile.mkdtemp(prefix="rayt")  # short: Ray's unix sockets live under it
-    cmd = ["ray", "start", "--head", "--num-cpus", "2", "--disable-usage-stats", "--dashboard-host", "127.0.0.1",
-           "--node-ip-address", "127.0.0.1", "--temp-dir", temp_dir, "--block"]
-    cmd += [f"--{k}={v}" for k, v in ports.items()]
-    log = open(Path(temp_dir) / "head.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ))
-    url = f"http://127.0.0.1:{ports['dashboard-port']}"
+    """A real `ray start --head --block` on free 127.0.0.1 ports; yields the job API address, stopped by PID."""
+    head = RayHead(num_cpus=2)
     try:
-        deadline = time.time() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ray head exited: {(Path(temp_dir) / 'head.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/api/jobs/", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("ray head: job API did not answer in 90 s")
-            time.sleep(0.5)
-        yield url
+        yield head.start()
     finally:
-        stop_group(proc)
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        head.stop()
+        assert head.proc is None
 
 
 def _big_pdf(path: Path, kib: int) -> None:

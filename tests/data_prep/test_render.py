@@ -19,7 +19,8 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from tests.data_prep.conftest import BAD, MAX_FILE_MB, ROOT, stop_group
+from data_prep.ray_head import stop_process_group, submit_render_job
+from tests.data_prep.conftest import BAD, MAX_FILE_MB, ROOT
 
 ARGS = ["render.shard_size=3", "render.pages_per_task=2", "render.max_in_flight=2", f"render.max_file_mb={MAX_FILE_MB}",
         "render.eval_fraction=0.25", "render.split_seed=1", "render.progress=false"]
@@ -36,10 +37,12 @@ def plain_render(corpus: Path, out: Path, *extra: str, **kw) -> subprocess.Popen
 @pytest.fixture(scope="module")
 def job_out(ray_head, corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shards")
-    cmd = ["ray", "job", "submit", "--address", ray_head, "--working-dir", str(ROOT), "--",
-           "python", "data_prep/render.py", "--input", str(corpus), "--output", str(out), *ARGS]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert res.returncode == 0 and "succeeded" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+    try:
+        res = submit_render_job(ray_head, str(corpus), str(out), ARGS, working_dir=ROOT, timeout=240)
+    except subprocess.CalledProcessError as e:
+        raise AssertionError(f"job failed:\n{e.stdout[-3000:]}\n{e.stderr[-3000:]}") from e
+    assert res.args == ["ray", "job", "submit", "--address", ray_head, "--working-dir", str(ROOT), "--", "python",
+                        "data_prep/render.py", "--input", str(corpus), "--output", str(out), *ARGS]
     return out
 
 
@@ -176,7 +179,7 @@ def test_kill_9_then_rerun_gives_the_manifest_of_an_uninterrupted_run(corpus, jo
     while not (out.is_dir() and any(p.suffix == ".tar" for p in out.iterdir())):
         assert proc.poll() is None and time.time() < deadline, "no shard appeared"
         time.sleep(0.005)
-    stop_group(proc, signal.SIGKILL)
+    stop_process_group(proc, signal.SIGKILL)
     assert not (out / "manifest.json").exists(), "the run finished before it could be killed"
     partial = json.loads((out / "manifest.partial.json").read_text())["shards"] if (out / "manifest.partial.json").exists() else []
     kept = {e["name"]: (out / e["name"]).stat().st_mtime_ns for e in partial}
