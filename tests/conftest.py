@@ -26,3 +26,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2vl_dir(tmp_path_factory):
+    """A tiny random Qwen2-VL checkpoint (plain VLM, no retriever heads) built once per session."""
+    from pipeline.model.tiny import build_tiny_qwen2vl
+
+    return build_tiny_qwen2vl(tmp_path_factory.mktemp("tiny-qwen2vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_paligemma_dir(tmp_path_factory):
+    """A tiny random PaliGemma checkpoint (plain VLM, no retriever heads) built once per session."""
+    from pipeline.model.tiny import build_tiny_paligemma
+
+    return build_tiny_paligemma(tmp_path_factory.mktemp("tiny-paligemma"))
