@@ -167,6 +167,12 @@ class EvalConfig:
     batch_size: int = 16
     output_dir: str | None = None  # None: <train.output_dir>/eval
     max_pages: int | None = None
+    model: str | None = None  # a saved Retriever dir; None: <train.output_dir>/final
+    run_depth: int = 100  # pages kept per query in the ranked run (metrics need <= 10)
+    index_dtype: str = "float16"  # storage dtype that bytes/page counts (float32, float16, bfloat16, int8)
+    timing_pages: int = 16  # pages encoded per exit to measure encode time per page
+    log_mlflow: bool = True  # log table, plot and metrics to the training run (<train.output_dir>/run.json)
+    progress: bool = True  # tqdm bars over pages and budgets (stderr)
 
 
 @dataclass
@@ -177,6 +183,9 @@ class ExportConfig:
     budgets: dict[str, list[int]] = field(
         default_factory=lambda: {"full": [0, 128, 1], "balanced": [0, 32, 2], "tiny": [0, 16, 4]}
     )  # name -> [layers (0: last exit), dim, pool]
+    model: str | None = None  # a saved Retriever dir; None: <train.output_dir>/final
+    results: str | None = None  # eval results.json with the cards' quality; None: <eval output_dir>/results.json
+    register: bool = True  # register each variant as a version of tracking.registered_model
 
 
 @dataclass
@@ -185,6 +194,25 @@ class PromoteConfig:
 
     tolerance: float = 0.005  # a tie within this nDCG@5 still promotes
     dry_run: bool = False
+    alias: str | None = None  # e.g. full, balanced, tiny
+    version: int | None = None  # the candidate version (or give max_bytes_per_page)
+    max_bytes_per_page: float | None = None  # pick the best version whose bytes/page is at most this
+
+
+@dataclass
+class ServeConfig:
+    """Serving a registered variant: the pyfunc over HTTP, and an on-disk index with top-k search (pipeline/serve)."""
+
+    alias: str = "balanced"
+    model_uri: str | None = None  # None: models:/<tracking.registered_model>@<alias>
+    index_dir: str = "demo_out/index"
+    shards: str | None = None  # pages to index; None: eval.shards, else data.shards
+    split: str = "eval"
+    batch_size: int = 16
+    queries: list[str] = field(default_factory=list)
+    k: int = 5
+    host: str = "127.0.0.1"
+    port: int = 5001
 
 
 @dataclass
@@ -199,6 +227,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 def _check(value: Any, tp: Any, key: str) -> Any:

@@ -1,0 +1,134 @@
+"""Gated alias promotion: an alias moves to a version only if it beats, or ties within a tolerance, the holder
+on the same evaluation set (same eval fingerprint); every move records why, a refusal changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the gate needs to know about one model version (read from its tags)."""
+
+    version: int
+    ndcg_at_5: float
+    eval_fingerprint: str
+    bytes_per_page: float
+
+    @staticmethod
+    def from_version(mv) -> "Standing":
+        """From an MLflow ModelVersion; a missing or non-numeric tag becomes NaN / '' (the gate then refuses)."""
+        tags = mv.tags or {}
+        return Standing(int(mv.version), _num(tags.get("ndcg_at_5")), tags.get("eval_fingerprint", ""),
+                        _num(tags.get("bytes_per_page")))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The gate's answer: move or not, one line of why, and the versions involved."""
+
+    move: bool
+    reason: str
+    candidate: int | None
+    holder: int | None
+    applied: bool = False  # True once the alias was actually moved (False in a dry run or a refusal)
+
+
+def _num(text: str | None) -> float:
+    try:
+        return float(text) if text is not None else math.nan
+    except ValueError:
+        return math.nan
+
+
+def gate(alias: str, candidate: Standing, holder: Standing | None, tolerance: float) -> Decision:
+    """The quality gate, a pure function: may `candidate` take `alias` from `holder`?"""
+    c, h = candidate, holder
+    if math.isnan(c.ndcg_at_5) or not c.eval_fingerprint:
+        return Decision(False, f"refused: v{c.version} has no ndcg_at_5/eval_fingerprint tags", c.version, None)
+    if h is None:
+        return Decision(True, f"v{c.version} takes free alias '{alias}' (nDCG@5 {c.ndcg_at_5:.4f} on eval "
+                              f"{c.eval_fingerprint})", c.version, None)
+    if h.version == c.version:
+        return Decision(False, f"refused: v{c.version} already holds '{alias}'", c.version, h.version)
+    if c.eval_fingerprint != h.eval_fingerprint:
+        return Decision(False, f"refused: v{c.version} was measured on eval {c.eval_fingerprint}, holder "
+                               f"v{h.version} on eval {h.eval_fingerprint}; not comparable", c.version, h.version)
+    if c.ndcg_at_5 > h.ndcg_at_5:
+        return Decision(True, f"v{c.version} beats holder v{h.version} on eval {c.eval_fingerprint}: nDCG@5 "
+                              f"{c.ndcg_at_5:.4f} > {h.ndcg_at_5:.4f}", c.version, h.version)
+    if c.ndcg_at_5 >= h.ndcg_at_5 - tolerance:
+        return Decision(True, f"v{c.version} ties holder v{h.version} on eval {c.eval_fingerprint} within "
+                              f"{tolerance:g}: nDCG@5 {c.ndcg_at_5:.4f} vs {h.ndcg_at_5:.4f}", c.version, h.version)
+    return Decision(False, f"refused: v{c.version} nDCG@5 {c.ndcg_at_5:.4f} is below holder v{h.version}'s "
+                           f"{h.ndcg_at_5:.4f} by more than {tolerance:g} on eval {c.eval_fingerprint}",
+                    c.version, h.version)
+
+
+def holder_of(client: MlflowClient, name: str, alias: str) -> Standing | None:
+    """The version that holds `alias` now, or None when the alias is free."""
+    try:
+        return Standing.from_version(client.get_model_version_by_alias(name, alias))
+    except MlflowException:
+        return None
+
+
+def best_under(client: MlflowClient, name: str, max_bytes_per_page: float) -> Standing | None:
+    """The version with the best nDCG@5 whose bytes/page is <= the limit (ties: fewer bytes, then newer)."""
+    rows = [Standing.from_version(mv) for mv in client.search_model_versions(f"name = '{name}'")]
+    fits = [s for s in rows if s.bytes_per_page <= max_bytes_per_page and not math.isnan(s.ndcg_at_5)]
+    if not fits:
+        return None
+    return max(fits, key=lambda s: (s.ndcg_at_5, -s.bytes_per_page, s.version))
+
+
+def _record(client: MlflowClient, name: str, alias: str, d: Decision) -> None:
+    """Write why the alias moved: a tag on the new version and a line appended to its description."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    version = str(d.candidate)
+    client.set_model_version_tag(name, version, f"promotion.{alias}", f"{stamp} {d.reason}")
+    old = client.get_model_version(name, version).description or ""
+    line = f"[{stamp}] alias '{alias}': {d.reason}"
+    client.update_model_version(name, version, description=f"{old}\n{line}".strip())
+    if d.holder is not None:
+        client.set_model_version_tag(name, str(d.holder), f"demotion.{alias}", f"{stamp} replaced by v{version}")
+
+
+def promote(
+    client: MlflowClient,
+    name: str,
+    alias: str,
+    tolerance: float,
+    version: int | None = None,
+    max_bytes_per_page: float | None = None,
+    dry_run: bool = False,
+) -> Decision:
+    """Move `alias` of registered model `name` to `version` (or the best version under `max_bytes_per_page`)
+    if the gate passes; record why. A refusal or a dry run changes nothing."""
+    if (version is None) == (max_bytes_per_page is None):
+        raise ValueError("give exactly one of a version or a max bytes/page limit")
+    if version is not None:
+        try:
+            candidate = Standing.from_version(client.get_model_version(name, str(version)))
+        except MlflowException:
+            return Decision(False, f"refused: {name} has no version {version}", version, None)
+    else:
+        candidate = best_under(client, name, max_bytes_per_page)
+        if candidate is None:
+            return Decision(False, f"refused: no version of {name} fits {max_bytes_per_page:g} bytes/page", None, None)
+    decision = gate(alias, candidate, holder_of(client, name, alias), tolerance)
+    if not decision.move or dry_run:
+        return decision
+    client.set_registered_model_alias(name, alias, str(decision.candidate))
+    _record(client, name, alias, decision)
+    log.info("alias '%s' of %s -> v%s", alias, name, decision.candidate)
+    return Decision(True, decision.reason, decision.candidate, decision.holder, applied=True)
