@@ -140,6 +140,23 @@ def _sizes(x: torch.Tensor, dims: int) -> torch.Tensor:
     return torch.stack(out)
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous.
+
+    torch.distributed.nn's all_gather backward on gloo receives into `empty_like(grad)`, which keeps a permuted
+    gradient's strides, and the scatter then fills it as if contiguous: gradients that reach the gather from
+    einsum or amax come back scrambled. Feeding it contiguous gradients avoids that (tested in test_dist).
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
+
+
 def gather_padded(x: torch.Tensor, pad_dims: int = 2, value: float = 0.0, grad: bool = True) -> torch.Tensor:
     """Concatenate every rank's `x` along dim 0, rank order: [B, N_r, ...] -> [W*B, max_r N_r, ...].
 
@@ -159,7 +176,7 @@ def gather_padded(x: torch.Tensor, pad_dims: int = 2, value: float = 0.0, grad: 
         pad += [0, top[d] - x.shape[d]] if 0 < d < pad_dims else [0, 0]
     padded = F.pad(x, pad, value=value)
     if grad:
-        parts = list(dist_nn.all_gather(padded))
+        parts = [_ContiguousGrad.apply(p) for p in dist_nn.all_gather(padded)]
     else:
         parts = [torch.empty_like(padded) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, padded.detach().contiguous())

@@ -27,7 +27,7 @@ def _expected(grad: bool):
     xs = [torch.arange(2 * (2 + r) * 3, dtype=torch.float32).reshape(2, 2 + r, 3).add(10 * r) for r in range(2)]
     gathered = torch.zeros(4, 3, 3)
     gathered[:2, :2], gathered[2:] = xs[0], xs[1]
-    base = torch.arange(gathered.numel(), dtype=torch.float32).reshape(gathered.shape)
+    base = torch.arange(gathered.numel(), dtype=torch.float32).reshape(3, 3, 4).permute(2, 0, 1)
     grads = []
     for r in range(2):
         rows = slice(2 * r, 2 * r + 2)
