@@ -124,7 +124,7 @@ class DataConfig:
     chunk_size: int = 4  # pairs per gradient-cache chunk on one rank
     num_workers: int = 0
     seed: int = 0
-    shuffle_buffer: int = 0  # 0: the whole split is permuted per epoch (exact resume)
+    verify_checksums: bool = False  # sha256 of every shard against the manifest at start (sizes always checked)
 
 
 @dataclass

@@ -1,0 +1,178 @@
+"""The training loop: build_* set-up functions, then `train()` - steps, logging, checkpoints, preemption, export.
+
+On SIGTERM or SIGUSR1 the handler only sets a flag; at the next step boundary every rank agrees, saves a
+checkpoint and `train()` returns EXIT_PREEMPTED (143). Rerunning the same command resumes from the latest
+checkpoint: same batches, same MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from pipeline.config import Config
+from pipeline.data.batch import Collate
+from pipeline.data.manifest import split_shards
+from pipeline.data.stream import TrainStream, make_loader
+from pipeline.train import dist
+from pipeline.train.checkpoint import Checkpointer
+from pipeline.train.engine import build_engine
+from pipeline.train.step import Encoder, StepContext, StepOutput, train_step
+from pipeline.train.tracking import Tracker
+
+log = logging.getLogger(__name__)
+EXIT_PREEMPTED = 143  # checkpoint saved after SIGTERM/SIGUSR1; rerun the same command to resume
+
+
+@dataclass
+class Run:
+    """The live objects of one training (not config: built by build_run)."""
+
+    cfg: Config
+    engine: Any
+    retriever: Any
+    stream: TrainStream
+    ctx: StepContext
+    checkpointer: Checkpointer
+    tracker: Tracker
+    step: int = 0
+    skipped: int = 0
+    stop: dict = field(default_factory=lambda: {"signal": None})
+
+
+def build_model(cfg: Config) -> torch.nn.Module:
+    """The Retriever named by `cfg.model` (LoRA, quantisation and attention per the model config)."""
+    from pipeline.model.retriever import Retriever
+
+    model = Retriever.from_pretrained(cfg.model.name_or_path, cfg.model)
+    if cfg.model.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def build_stream(cfg: Config, processor: Any) -> TrainStream:
+    """This rank's share of the training stream, with the model's processor as the collate."""
+    shards = split_shards(cfg.data.shards, cfg.data.split, checksums=cfg.data.verify_checksums)
+    return TrainStream(shards, cfg.data.global_batch, dist.world_size(), dist.rank(), cfg.data.seed,
+                       transform=Collate(processor))
+
+
+def build_step_context(cfg: Config, engine: Any, retriever: Any) -> StepContext:
+    from pipeline.model.budgets import budget_grid
+    from pipeline.train.loss import matryoshka_loss, select_budgets
+
+    grid = budget_grid(retriever.exits, cfg.model.widths, cfg.model.pools)
+
+    def loss_fn(q, p, budgets, labels):
+        return matryoshka_loss(q, p, budgets, cfg.loss, labels=labels)
+
+    return StepContext(engine, loss_fn, lambda step: select_budgets(grid, cfg.loss, step), cfg.data.chunk_size,
+                       grad_cache=cfg.train.grad_cache)
+
+
+def install_signal_handlers(stop: dict) -> None:
+    """SIGTERM / SIGUSR1 -> set a flag; the loop checkpoints at the next step boundary (never inside a step)."""
+
+    def handler(signum, frame):
+        stop["signal"] = signum
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, handler)
+
+
+def build_run(cfg: Config) -> Run:
+    """Process group, model, engine, stream, resume from the latest checkpoint, tracker, signal handlers."""
+    dist.init()
+    torch.manual_seed(cfg.train.seed + dist.rank())
+    retriever = build_model(cfg)
+    engine, ds_config = build_engine(Encoder(retriever), cfg, dist.world_size())
+    stream = build_stream(cfg, retriever.processor)
+    checkpointer = Checkpointer(cfg.train.output_dir, cfg.train.keep_checkpoints)
+    state = checkpointer.load(engine)
+    run = Run(cfg, engine, retriever, stream, build_step_context(cfg, engine, retriever), checkpointer,
+              Tracker(cfg, ds_config, cfg.train.output_dir))
+    if state is not None:
+        stream.load_state_dict(state["stream"])
+        run.step, run.skipped = state["step"], state["skipped"]
+    install_signal_handlers(run.stop)
+    return run
+
+
+def log_step(run: Run, out: StepOutput, lr: float, seconds: float, steps: int) -> None:
+    """Reduce this step's metrics over ranks and log them (rank 0 writes MLflow and metrics.jsonl)."""
+    metrics = {"loss": float(dist.mean_over_ranks(out.loss)), "lr": lr, "skipped_steps": run.skipped,
+               "samples_per_s": run.cfg.data.global_batch * steps / max(seconds, 1e-9)}
+    for budget, value in out.per_budget.items():
+        metrics[f"loss/{budget}"] = float(dist.mean_over_ranks(value))
+    norm = run.engine.get_global_grad_norm() if not out.skipped else None
+    if norm is not None:
+        metrics["grad_norm"] = float(norm)
+    run.tracker.log_metrics(metrics, step=run.step)
+    if dist.is_rank0():
+        with open(Path(run.cfg.train.output_dir) / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": run.step, **metrics}) + "\n")
+
+
+def save(run: Run) -> None:
+    state = {"stream": run.stream.state_dict(), "skipped": run.skipped}
+    run.checkpointer.save(run.engine, run.step, state)
+    run.tracker.write_run_json(run.step)
+
+
+def export_final(run: Run) -> Path:
+    """Consolidate the ZeRO-3 partitions and write `<output_dir>/final` with the Retriever's save_pretrained."""
+    import deepspeed
+
+    out = Path(run.cfg.train.output_dir) / "final"
+    params = list(run.retriever.parameters())
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=hasattr(params[0], "ds_id")):
+        if dist.is_rank0():
+            run.retriever.save_pretrained(out)
+    dist.barrier()
+    return out
+
+
+def train(cfg: Config) -> int:
+    """Train to `cfg.train.steps` (resuming if a checkpoint exists); returns the process exit code."""
+    run = build_run(cfg)
+    Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=cfg.train.steps, initial=run.step, disable=not dist.is_rank0(), desc="train")
+    device, tick, since = dist.device(), time.perf_counter(), 0
+    batches = iter(make_loader(run.stream, cfg.data.num_workers))
+    while run.step < cfg.train.steps:
+        batch = next(batches)
+        assert batch.step == run.step, f"stream at step {batch.step}, loop at {run.step}"
+        lr = run.engine.get_lr()[0]
+        out = train_step(run.ctx, batch.to(device), run.step)
+        run.skipped += int(out.skipped)
+        if out.skipped:
+            log.warning("step %d: non-finite loss on some rank, update skipped (%d so far)", run.step, run.skipped)
+        since += 1
+        run.step += 1
+        run.stream.start_step = run.step
+        bar.update(1)
+        if run.step % cfg.train.log_every == 0 or out.skipped or run.step == cfg.train.steps:
+            log_step(run, out, lr, time.perf_counter() - tick, since)
+            bar.set_postfix(loss=f"{float(out.loss):.4f}")
+            tick, since = time.perf_counter(), 0
+        stopping = dist.any_rank(run.stop["signal"] is not None)
+        if stopping or run.step % cfg.train.checkpoint_every == 0 or run.step == cfg.train.steps:
+            save(run)
+        if stopping:
+            log.warning("preempted: checkpoint at step %d saved, exiting %d", run.step, EXIT_PREEMPTED)
+            run.tracker.finish(run.step, status="KILLED")
+            return EXIT_PREEMPTED
+    bar.close()
+    final = export_final(run)
+    run.tracker.log_metrics({"steps": run.step, "skipped_steps": run.skipped}, step=run.step)
+    run.tracker.finish(run.step)
+    log.info("done: %d steps, %d skipped, weights in %s", run.step, run.skipped, final)
+    return 0
