@@ -95,6 +95,8 @@ class ModelConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
     max_query_tokens: int = 32
+    query_prefix: str = ""  # text before each query (e.g. "Query: "); its tokens are never vectors
+    head_seed: int = 0  # fresh exit heads are drawn from this seed (the same on every rank)
     min_pixels: int | None = None
     max_pixels: int | None = None
 

@@ -1,0 +1,57 @@
+"""Per-exit projection heads (hidden -> dim) and their safetensors file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+HEADS_FILE = "heads.safetensors"
+
+
+class ExitHeads(nn.Module):
+    """One Linear(hidden, dim) per exit, keyed by the exit's decoder layer count."""
+
+    def __init__(self, exits: list[int], hidden: int, dim: int, seed: int = 0, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.proj = nn.ModuleDict({str(e): nn.Linear(hidden, dim, dtype=dtype) for e in exits})
+        g = torch.Generator().manual_seed(seed)  # the same heads on every rank and every load
+        with torch.no_grad():
+            for lin in self.proj.values():
+                lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * hidden**-0.5)
+                lin.bias.zero_()
+
+    @property
+    def exits(self) -> list[int]:
+        return sorted(int(k) for k in self.proj)
+
+    def forward(self, exit_: int, hidden: torch.Tensor) -> torch.Tensor:
+        """[..., hidden] -> [..., dim] (not normalised)."""
+        return self.proj[str(exit_)](hidden)
+
+    def save(self, directory: str | Path) -> None:
+        tensors = {f"{k}.{n}": p.detach().cpu().contiguous() for k, lin in self.proj.items() for n, p in lin.named_parameters()}
+        save_file(tensors, str(Path(directory) / HEADS_FILE))
+
+    def load(self, directory: str | Path) -> None:
+        """Strict load from heads.safetensors (no pickle)."""
+        tensors = load_file(str(Path(directory) / HEADS_FILE))
+        own = {f"{k}.{n}": p for k, lin in self.proj.items() for n, p in lin.named_parameters()}
+        if set(tensors) != set(own):
+            raise ValueError(f"{HEADS_FILE}: keys {sorted(tensors)} do not match the heads {sorted(own)}")
+        with torch.no_grad():
+            for name, p in own.items():
+                if tensors[name].shape != p.shape:
+                    raise ValueError(f"{HEADS_FILE}: {name} has shape {tuple(tensors[name].shape)}, expected {tuple(p.shape)}")
+                p.copy_(tensors[name])
+
+    def sliced(self, exit_: int, dim: int) -> "ExitHeads":
+        """A new ExitHeads with only `exit_`, keeping its first `dim` outputs."""
+        src = self.proj[str(exit_)]
+        out = ExitHeads([exit_], src.in_features, dim, dtype=src.weight.dtype)
+        with torch.no_grad():
+            out.proj[str(exit_)].weight.copy_(src.weight[:dim])
+            out.proj[str(exit_)].bias.copy_(src.bias[:dim])
+        return out.to(src.weight.device)
