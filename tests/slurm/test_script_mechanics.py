@@ -1,0 +1,65 @@
+"""slurm/train_8node.sh on a real 8-node Slurm cluster with a stand-in entry point: one world, USR1 -> requeue."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.slurm.jobs import FINAL, batch_log, node_logs, read_jsonl, submit
+from tests.slurm.standin import next_value
+
+pytestmark = pytest.mark.slurm
+
+
+def test_eight_nodes_form_one_world(slurm_cluster, tmp_path, job_env):
+    """One launcher per node, 8 ranks in one gloo world; rank r runs on node n(r+1); logs per node."""
+    out = tmp_path / "out"
+    env = {**job_env, "ENTRY": "tests.slurm.standin", "CONFIG": "configs/tiny.yaml",
+           "OVERRIDES": f"out={out} steps=0"}
+    job = submit(slurm_cluster, tmp_path, env)
+    info = slurm_cluster.wait_job(job, FINAL, timeout=150)
+    assert info["JobState"] == "COMPLETED", batch_log(tmp_path, job) + node_logs(tmp_path)
+    ranks = [json.loads((out / "attempt0" / f"rank{r}.json").read_text()) for r in range(8)]
+    assert [r["rank"] for r in ranks] == list(range(8))
+    assert {r["world"] for r in ranks} == {8}
+    assert {r["sum"] for r in ranks} == {sum(range(1, 9))}  # the all-reduce saw every rank
+    assert [r["node"] for r in ranks] == [f"n{k}" for k in range(1, 9)]  # one rank per node, in node order
+    assert [r["node_id"] for r in ranks] == list(range(8))
+    assert len({r["master"] for r in ranks}) == 1 and ranks[0]["master"].startswith("127.0.0.1:")
+    logs = sorted(p.name for p in (tmp_path / "logs").glob(f"*-{job}-r0-node*.log"))
+    assert len(logs) == 8
+
+
+def test_usr1_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path, job_env):
+    """USR1 to the batch shell part-way: every rank stops at one step, checkpoints, the job requeues itself
+    and the second run finishes from the checkpoint: each step exactly once, values equal an unbroken run."""
+    out, steps = tmp_path / "out", 30
+    env = {**job_env, "ENTRY": "tests.slurm.standin", "CONFIG": "configs/tiny.yaml",
+           "OVERRIDES": f"out={out} steps={steps} step_s=0.3"}
+    job = submit(slurm_cluster, tmp_path, env)
+    deadline = time.time() + 120
+    while len(read_jsonl(out / "trajectory.jsonl")) < 4:
+        assert time.time() < deadline, batch_log(tmp_path, job) + node_logs(tmp_path)
+        assert slurm_cluster.job(job).get("JobState") in {"PENDING", "RUNNING"}, batch_log(tmp_path, job)
+        time.sleep(0.2)
+    slurm_cluster.run("scancel", "--batch", "--signal=USR1", str(job))  # what --signal=B:USR1@120 sends
+    slurm_cluster.release_requeued(job)
+    info = slurm_cluster.wait_job(job, FINAL, timeout=180, restarts=1)
+    log = batch_log(tmp_path, job)
+    assert info["JobState"] == "COMPLETED", log + node_logs(tmp_path)
+    assert info["Restarts"] == "1"
+    traj = read_jsonl(out / "trajectory.jsonl")
+    assert [t["step"] for t in traj] == list(range(steps))
+    value, expected = 1, []
+    for s in range(steps):
+        value = next_value(value, s)
+        expected.append(value)
+    assert [t["value"] for t in traj] == expected
+    attempts = [t["attempt"] for t in traj]
+    cut = attempts.index(1)
+    assert 4 <= cut < steps and set(attempts[:cut]) == {0} and set(attempts[cut:]) == {1}
+    assert len(list((out / "attempt1").glob("rank*.json"))) == 8  # the requeued run formed the world again
+    assert "got SIGUSR1" in log and "requeueing" in log and "attempt 1]" in log
+    assert json.loads((out / "done.json").read_text())["attempt"] == 1
