@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -150,20 +151,24 @@ def render(cfg: RenderConfig) -> dict:
     todo = [sp for sp in plans if sp.name not in done]
     log.info("%d documents (%d pages), %d rejected; %d shards kept, %d to make", len(docs),
              sum(d.pages for d in docs), len(rejects), len(done), len(todo))
+    t0 = time.perf_counter()
     make_shards(todo, settings, out_dir, cfg, done)
+    if todo:
+        n = sum(len(sp.jobs) for sp in todo)
+        log.info("rendered %d pages in %.1f s (%.1f pages/s)", n, time.perf_counter() - t0, n / (time.perf_counter() - t0))
     entries = [done[sp.name] for sp in plans]
     page_rejects = [sources.Reject(r["source"], r["reason"], r["page"]) for e in entries for r in e.get("rejected_pages", [])]
     extra = {"documents": len(docs), "pages": sum(e["samples"] for e in entries), "rejects": len(rejects) + len(page_rejects),
              "queries": {"attached": sum(len(v) for v in queries.values()), "unmatched": unmatched}}
     manifest = shards.build_manifest(settings, fp, entries, extra)
-    shards.write_if_changed(out_dir / shards.REJECTS, shards.rejects_bytes(rejects + page_rejects))
-    shards.write_if_changed(out_dir / shards.MANIFEST, shards.json_bytes(manifest))
+    changed = shards.write_if_changed(out_dir / shards.REJECTS, shards.rejects_bytes(rejects + page_rejects))
+    changed |= shards.write_if_changed(out_dir / shards.MANIFEST, shards.json_bytes(manifest))
     if (out_dir / shards.PARTIAL).exists():
         (out_dir / shards.PARTIAL).unlink()
     removed = shards.remove_stale(out_dir, {sp.name for sp in plans})
     if removed:
         log.info("removed %d stale files: %s", len(removed), ", ".join(removed[:5]))
-    log.info("wrote %s: %s", out_dir / shards.MANIFEST, manifest["splits"])
+    log.info("%s %s: %s", "wrote" if changed or todo else "nothing changed in", out_dir / shards.MANIFEST, manifest["splits"])
     return manifest
 
 
