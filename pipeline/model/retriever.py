@@ -104,7 +104,7 @@ class Retriever(nn.Module):
         """Write safetensors weights (backbone through transformers, LoRA merged; heads.safetensors),
         retriever_config.json and the tokenizer / image processor files. `state_dict`: this module's full state
         (keys backbone.* and heads.*), e.g. consolidated from ZeRO-3 partitions, instead of the live weights."""
-        if getattr(self.backbone, "is_quantized", False) or getattr(self.backbone, "hf_quantizer", None):
+        if getattr(self.backbone.config, "quantization_config", None) is not None:
             raise NotImplementedError("saving a bitsandbytes-quantized backbone is not supported: load it unquantized")
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)

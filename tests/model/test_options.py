@@ -1,0 +1,61 @@
+"""Training options on CPU: LoRA adapters (merged on save) and 8-bit QLoRA each take a step that changes exactly
+the intended weights."""
+
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.config import LoraConfig, LossConfig, ModelConfig
+from pipeline.model.budgets import budget_grid
+from pipeline.model.retriever import Retriever
+from pipeline.train.loss import matryoshka_loss
+
+
+def one_step(model):
+    """One SGD step of the grid loss on 3 pairs; returns the names of the parameters it changed."""
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    imgs = [Image.new("RGB", (112, 112), (i * 60, 30 * i, 0)) for i in range(3)]
+    pages, queries = model.processor.pages(imgs), model.processor.queries(["QXB", "ABC", "DEF"])
+    model.train()
+    total, _ = matryoshka_loss(model.encode_queries(queries), model.encode_pages(pages),
+                               budget_grid(model.exits, [128, 32], [1, 2]), LossConfig())
+    total.backward()
+    opt.step()
+    model.eval()
+    return {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+
+
+@pytest.mark.parametrize("quantization", ["none", "8bit"])
+def test_lora_step_changes_only_adapters_and_heads(tiny_qwen2vl_dir, quantization, tmp_path):
+    cfg = ModelConfig(name_or_path=str(tiny_qwen2vl_dir), quantization=quantization, lora=LoraConfig(r=4, dropout=0.0))
+    model = Retriever.from_pretrained(tiny_qwen2vl_dir, cfg)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters() if "lora_" in n or n.startswith("heads.")}
+    changed = one_step(model)
+    assert changed and changed <= trainable
+    assert {n for n in changed if n.startswith("heads.")} == {n for n in trainable if n.startswith("heads.")}
+    assert any("lora_B" in n for n in changed)  # B starts at zero, so the first step moves B (A gets no gradient)
+    if quantization == "8bit":
+        import bitsandbytes as bnb
+
+        assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in model.backbone.modules())
+        with pytest.raises(NotImplementedError):
+            model.save_pretrained(tmp_path / "quantized")
+
+
+def test_lora_merged_on_save(tiny_qwen2vl_dir, tmp_path):
+    cfg = ModelConfig(name_or_path=str(tiny_qwen2vl_dir), lora=LoraConfig(r=4, dropout=0.0))
+    model = Retriever.from_pretrained(tiny_qwen2vl_dir, cfg)
+    one_step(model)
+    one_step(model)  # now A and B are both non-zero: the adapters really change the outputs
+    plain = Retriever.from_pretrained(model.save_pretrained(tmp_path / "merged")).eval()
+    assert not any("lora_" in n for n, _ in plain.named_parameters())
+    pages = model.processor.pages([Image.new("RGB", (112, 112), (90, 10, 200))])
+    base = Retriever.from_pretrained(tiny_qwen2vl_dir).eval()
+    with torch.no_grad():
+        want, got = model.encode_pages(pages), plain.encode_pages(pages)
+        untouched = base.encode_pages(pages)
+    for e in model.exits:
+        torch.testing.assert_close(got[e].vectors, want[e].vectors, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(untouched[4].vectors, want[4].vectors, atol=1e-4)
