@@ -1,0 +1,84 @@
+"""python -m pipeline.evaluate: every budget of the grid on an eval set -> table, CSV, Pareto plot, MLflow run.
+
+    python -m pipeline.evaluate --config configs/tiny.yaml [--model DIR] [--shards DIR | --parquet FILE]
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.config import Config, parse_cli
+from pipeline.logs import setup_logging
+
+log = logging.getLogger("pipeline.evaluate")
+SHORTCUTS = {
+    "--model": "eval.model",
+    "--shards": "eval.shards",
+    "--split": "eval.split",
+    "--parquet": "eval.parquet",
+    "--output-dir": "eval.output_dir",
+    "--max-pages": "eval.max_pages",
+}
+
+
+def eval_paths(cfg: Config) -> tuple[Path, Path]:
+    """(model dir, output dir) with their defaults under train.output_dir."""
+    model = Path(cfg.eval.model or Path(cfg.train.output_dir) / "final")
+    out = Path(cfg.eval.output_dir or Path(cfg.train.output_dir) / "eval")
+    return model, out
+
+
+def budgets_for(cfg: Config, retriever) -> list:
+    """The grid: the model's exits x configured widths (up to its width) x configured pools."""
+    from pipeline.model.budgets import budget_grid
+
+    widths = [w for w in cfg.model.widths if w <= retriever.dim] or [retriever.dim]
+    return budget_grid(retriever.exits, widths, cfg.model.pools)
+
+
+def run(cfg: Config) -> dict:
+    """Evaluate, write the report, log it to the training run; returns the results dict."""
+    from pipeline.evaluate.data import open_eval_set
+    from pipeline.evaluate.grid import evaluate_budgets
+    from pipeline.evaluate.report import write_report
+    from pipeline.evaluate.runinfo import log_to_run, model_stamp, read_run_json
+    from pipeline.model.retriever import Retriever
+
+    model_dir, out_dir = eval_paths(cfg)
+    eval_set = open_eval_set(cfg.eval.shards or cfg.data.shards, cfg.eval.split, cfg.eval.parquet, cfg.eval.max_pages)
+    retriever = Retriever.from_pretrained(model_dir, _model_cfg(cfg, model_dir))
+    e = cfg.eval
+    results = evaluate_budgets(retriever, eval_set, budgets_for(cfg, retriever), e.batch_size, e.run_depth,
+                               e.index_dtype, e.timing_pages, e.progress)
+    results.update(model=str(model_dir.resolve()), model_stamp=model_stamp(model_dir))
+    run_info = read_run_json(cfg.train.output_dir)
+    results["source_run"] = run_info["mlflow_run_id"] if run_info else None
+    files = write_report(results, out_dir)
+    log.info("report: %s", ", ".join(str(f) for f in files))
+    if e.log_mlflow and run_info:
+        log_to_run(results, files, run_info)
+    elif e.log_mlflow:
+        log.warning("no %s/run.json: results not logged to MLflow", cfg.train.output_dir)
+    return results
+
+
+def _model_cfg(cfg: Config, model_dir: Path):
+    import dataclasses
+
+    return dataclasses.replace(cfg.model, name_or_path=str(model_dir), lora=dataclasses.replace(cfg.model.lora, r=0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_cli(argv, "Evaluate a trained retriever over its budget grid.", SHORTCUTS)
+    setup_logging()
+    results = run(cfg)
+    best = max(results["rows"], key=lambda r: r["ndcg_at_5"])
+    log.info("%d budgets on %d pages / %d queries; best nDCG@5 %.4f at %s", len(results["rows"]), results["pages"],
+             results["queries"], best["ndcg_at_5"], best["budget"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
