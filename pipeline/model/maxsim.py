@@ -9,6 +9,9 @@ import torch
 from pipeline.model.vectors import MultiVector
 
 
+PAD_SCORE = 1e4  # |dot products| of unit vectors are <= 1; padding scores -PAD_SCORE (fits float16 too)
+
+
 def maxsim(q: MultiVector, p: MultiVector) -> torch.Tensor:
     """Score every query against every page: sum over real query vectors of the best dot product with a real
     page vector. Padding never contributes, so a page's score does not depend on its batch neighbours; a page
@@ -18,14 +21,16 @@ def maxsim(q: MultiVector, p: MultiVector) -> torch.Tensor:
     """
     bq, nq, d = q.vectors.shape
     bp, np_, _ = p.vectors.shape
-    # One GEMM [Bq*Nq, D] x [D, Bp*Np]: the fastest layout for the dense products.
-    sim = (q.vectors.reshape(bq * nq, d) @ p.vectors.reshape(bp * np_, d).T).view(bq, nq, bp, np_)
-    sim = sim.masked_fill(~p.mask.view(1, 1, bp, np_), float("-inf"))
-    best = sim.amax(dim=-1)  # [Bq, Nq, Bp]
-    best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
+    # The page mask rides in the GEMM as one extra coordinate (query 1, page 0 or -PAD_SCORE), so the
+    # [Bq*Nq, Bp*Np] similarity comes out already masked: no second pass over the largest tensor.
+    pmask = p.mask.to(p.vectors.device).unsqueeze(-1)
+    qa = torch.cat([q.vectors, q.vectors.new_ones(bq, nq, 1)], dim=-1).reshape(bq * nq, d + 1)
+    pa = torch.cat([p.vectors * pmask, (pmask.to(p.vectors.dtype) - 1) * PAD_SCORE], dim=-1).reshape(bp * np_, d + 1)
+    best = (qa @ pa.T).view(bq, nq, bp, np_).amax(dim=-1)  # [Bq, Nq, Bp]
+    best = torch.where(best > -PAD_SCORE / 2, best, torch.zeros_like(best))
     if best.dtype in (torch.float16, torch.bfloat16):
         best = best.float()  # sum many vectors' maxima at float32
-    return torch.einsum("qnp,qn->qp", best, q.mask.to(best.dtype))
+    return torch.einsum("qnp,qn->qp", best, q.mask.to(best.device, best.dtype))
 
 
 def maxsim_chunked(
