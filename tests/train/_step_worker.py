@@ -52,11 +52,37 @@ def qwen_setup(args):
     return setup(args.model_dir, args.global_batch)
 
 
+def one_step(args, mode: str) -> None:
+    """Build a fresh model and engine, make one step in `mode`, write out/<mode>/{init,after}.safetensors."""
+    model, queries, pages, loss_fn, budgets_fn = (toy_setup if args.kind == "toy" else qwen_setup)(args)
+    if mode == "nan":  # a non-finite loss on rank 1 only: every rank must skip the update
+        base_fn = loss_fn
+        loss_fn = lambda q, p, b, labels: (lambda t, pb: (t * float("nan") if dist.rank() == 1 else t, pb))(
+            *base_fn(q, p, b, labels))
+    cfg = load_config(None, [f"data.global_batch={args.global_batch}", "train.grad_clip=0.0", "train.optimizer=sgd",
+                             f"train.lr={args.lr}", "train.warmup_steps=0", "model.dtype=float32",
+                             f"train.deepspeed_config={args.out}/zero3_test.json"])
+    engine, _ = build_engine(Encoder(model), cfg, dist.world_size())
+    out = Path(args.out) / mode
+    out.mkdir(parents=True, exist_ok=True)
+    init = gathered_state(engine)
+    b, r = args.global_batch // dist.world_size(), dist.rank()
+    local = LocalBatch(queries.slice(r * b, (r + 1) * b), pages.slice(r * b, (r + 1) * b))
+    ctx = StepContext(engine, loss_fn, budgets_fn, args.chunk, grad_cache=bool(args.grad_cache),
+                      gather_grad=mode != "bad")
+    res = train_step(ctx, local, 0)
+    after = gathered_state(engine)
+    if r == 0:
+        save_file(init, str(out / "init.safetensors"))
+        save_file(after, str(out / "after.safetensors"))
+    json.dump({"loss": float(res.loss), "skipped": res.skipped}, open(out / f"loss.{r}.json", "w"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--kind", default="toy")
-    ap.add_argument("--gather-grad", type=int, default=1)
+    ap.add_argument("--modes", default="good,bad")  # good | bad (gather without gradient flow) | nan
     ap.add_argument("--global-batch", type=int, default=8)
     ap.add_argument("--chunk", type=int, default=3)
     ap.add_argument("--lr", type=float, default=0.5)
@@ -64,23 +90,8 @@ def main() -> None:
     ap.add_argument("--grad-cache", type=int, default=1)
     args = ap.parse_args()
     dist.init()
-    model, queries, pages, loss_fn, budgets_fn = (toy_setup if args.kind == "toy" else qwen_setup)(args)
-    cfg = load_config(None, [f"data.global_batch={args.global_batch}", "train.grad_clip=0.0", "train.optimizer=sgd",
-                             f"train.lr={args.lr}", "train.warmup_steps=0", "model.dtype=float32",
-                             f"train.deepspeed_config={args.out}/zero3_test.json"])
-    engine, _ = build_engine(Encoder(model), cfg, dist.world_size())
-    out = Path(args.out)
-    init = gathered_state(engine)
-    b, r = args.global_batch // dist.world_size(), dist.rank()
-    local = LocalBatch(queries.slice(r * b, (r + 1) * b), pages.slice(r * b, (r + 1) * b))
-    ctx = StepContext(engine, loss_fn, budgets_fn, args.chunk, grad_cache=bool(args.grad_cache),
-                      gather_grad=bool(args.gather_grad))
-    res = train_step(ctx, local, 0)
-    after = gathered_state(engine)
-    if r == 0:
-        save_file(init, str(out / "init.safetensors"))
-        save_file(after, str(out / "after.safetensors"))
-    json.dump({"loss": float(res.loss), "skipped": res.skipped}, open(out / f"loss.{r}.json", "w"))
+    for mode in args.modes.split(","):
+        one_step(args, mode)
     dist.destroy()
 
 
