@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import ray
 from tqdm import tqdm
 
 if __package__ in (None, ""):  # run as a script from a checkout that is not installed: the repo root on the path
@@ -35,15 +34,24 @@ PROBE_BATCH = 16  # files per probe task
 
 
 def connect(cfg: RenderConfig) -> None:
-    """Join the cluster at render.ray_address or RAY_ADDRESS (as under `ray job submit`), else start Ray locally."""
+    """Join the cluster at render.ray_address or RAY_ADDRESS (as under `ray job submit`), else start Ray locally.
+
+    A local Ray binds 127.0.0.1 only: RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 must be set before Ray is
+    first imported, which is why this module imports Ray lazily.
+    """
+    local = not (cfg.ray_address or os.environ.get("RAY_ADDRESS"))
+    if local:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
     if ray.is_initialized():
         return
-    if cfg.ray_address or os.environ.get("RAY_ADDRESS"):
+    if not local:
         ray.init(address=cfg.ray_address, log_to_driver=False)
         return
     store = cfg.object_store_mb * 2**20 if cfg.object_store_mb else None
     ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, object_store_memory=store,
-             log_to_driver=False)
+             log_to_driver=False, _node_ip_address="127.0.0.1")
 
 
 def bounded(fn: Callable, work: Iterable[tuple[Any, tuple]], max_in_flight: int) -> Iterator[tuple[Any, Any]]:
@@ -52,6 +60,8 @@ def bounded(fn: Callable, work: Iterable[tuple[Any, tuple]], max_in_flight: int)
     Submission follows `work`'s order, so with ordered work the driver buffers only a few shards.
     A task that fails outright yields its exception as the result.
     """
+    import ray
+
     pending: dict[Any, Any] = {}
     it = iter(work)
 
@@ -75,6 +85,8 @@ def bounded(fn: Callable, work: Iterable[tuple[Any, tuple]], max_in_flight: int)
 
 def probe_all(items: list[tuple[str, str]], cfg: RenderConfig) -> tuple[list[sources.Doc], list[sources.Reject]]:
     """Probe every input file in Ray tasks; returns accepted documents (deduplicated) and rejects."""
+    import ray
+
     probe = ray.remote(sources.probe_files)
     max_bytes = int(cfg.max_file_mb * 2**20)
     pdfs = [it for it in items if not it[1].lower().endswith(".parquet")]
@@ -116,6 +128,8 @@ def _finish_shard(out_dir: Path, sp: shards.ShardPlan, results: list[dict], ext:
 def make_shards(todo: list[shards.ShardPlan], settings: dict, out_dir: Path, cfg: RenderConfig,
                 done: dict[str, dict]) -> None:
     """Render and write every shard in `todo`; `done` (name -> entry) grows and is saved after each shard."""
+    import ray
+
     chunks = [-(-len(sp.jobs) // cfg.pages_per_task) for sp in todo]
     buffers: dict[int, dict[int, list[dict]]] = {}
     task = ray.remote(pages.render_pages)

@@ -183,3 +183,23 @@ def verify(out_dir: str | Path) -> list[str]:
         elif p.stat().st_size != e["bytes"] or file_sha256(p) != e["sha256"]:
             problems.append(f"{e['name']}: checksum mismatch")
     return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m data_prep.shards DIR`: verify a shard directory against its manifest (exit 1 on a problem)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m data_prep.shards SHARD_DIR\n")
+        return 2
+    problems = verify(args[0])
+    for p in problems:
+        sys.stderr.write(p + "\n")
+    manifest = json.loads((Path(args[0]) / MANIFEST).read_text())
+    sys.stdout.write(f"{len(manifest['shards'])} shards, {manifest['splits']}: {'FAILED' if problems else 'ok'}\n")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

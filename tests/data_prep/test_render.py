@@ -189,3 +189,22 @@ def test_kill_9_then_rerun_gives_the_manifest_of_an_uninterrupted_run(corpus, jo
     assert (out / "rejects.jsonl").read_bytes() == (job_out / "rejects.jsonl").read_bytes()
     assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept  # finished shards were kept, not redone
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in job_out.iterdir())
+
+
+def test_a_local_ray_listens_on_loopback_only(tmp_path):
+    """Security default: the Ray that `python data_prep/render.py` starts binds 127.0.0.1 only."""
+    script = (
+        "import json, psutil\n"
+        "from data_prep.render import connect\n"
+        "from pipeline.config import RenderConfig\n"
+        "connect(RenderConfig(num_cpus=1, object_store_mb=80))\n"
+        "me = psutil.Process(); pids = {p.pid for p in me.children(recursive=True)} | {me.pid}\n"
+        "print(json.dumps(sorted({c.laddr.ip for c in psutil.net_connections('inet') "
+        "if c.status == 'LISTEN' and c.pid in pids})))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120, start_new_session=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    addrs = json.loads(res.stdout.strip().splitlines()[-1])
+    assert addrs and set(addrs) <= {"127.0.0.1", "::ffff:127.0.0.1"}, addrs

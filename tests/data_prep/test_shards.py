@@ -73,6 +73,16 @@ def test_verify_finds_a_corrupted_and_a_missing_shard(tmp_path):
     (tmp_path / "train-000000.tar").write_bytes(bytes(data))
     (tmp_path / "train-000001.tar").unlink()
     assert shards.verify(tmp_path) == ["train-000000.tar: checksum mismatch", "train-000001.tar: missing"]
+    assert shards.main([str(tmp_path)]) == 1
+
+
+def test_stale_shards_and_temporary_files_are_removed(tmp_path):
+    names = ["train-000000.tar", "train-000001.tar", "eval-000000.tar", ".train-000002.tar.tmp-123", "notes.tar"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    removed = shards.remove_stale(tmp_path, keep={"train-000000.tar", "eval-000000.tar"})
+    assert removed == [".train-000002.tar.tmp-123", "train-000001.tar"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval-000000.tar", "notes.tar", "train-000000.tar"]
 
 
 def test_split_is_a_seeded_function_of_the_document_set():
