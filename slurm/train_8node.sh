@@ -66,7 +66,7 @@ trap 'on_signal TERM' TERM
 # One launcher per node. `scancel --signal` reaches every process of the step: the launcher ignores USR1 (its
 # workers install their own handler and exit 0 after the checkpoint, so the launcher ends cleanly); on TERM it
 # hands the signal on and gives its workers SHUTDOWN_TIMEOUT s before SIGKILL.
-srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 ${SLURM_CPUS_ON_NODE:+--cpus-per-task=$SLURM_CPUS_ON_NODE} \
+srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 ${SLURM_CPUS_ON_NODE:+--cpus-per-task=$SLURM_CPUS_ON_NODE} \
   --output="$LOG_DIR/${SLURM_JOB_NAME:-job}-${SLURM_JOB_ID}-r${ATTEMPT}-node%n.log" \
   bash -c 'trap "" USR1; exec "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --node-rank="$SLURM_NODEID" \
     --nproc-per-node="$NPROC" --master-addr="$MASTER_ADDR" --master-port="$MASTER_PORT" --max-restarts=0 \
