@@ -63,15 +63,12 @@ on_signal() {
 trap 'on_signal USR1' USR1
 trap 'on_signal TERM' TERM
 
-# One launcher per node. `scancel --signal` reaches every process of the step: the launcher ignores USR1 (its
-# workers install their own handler and exit 0 after the checkpoint, so the launcher ends cleanly); on TERM it
-# hands the signal on and gives its workers SHUTDOWN_TIMEOUT s before SIGKILL.
-srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 ${SLURM_CPUS_ON_NODE:+--cpus-per-task=$SLURM_CPUS_ON_NODE} \
+# One launcher per node (slurm/launch_node.sh: torchrun, which ignores USR1 while its workers checkpoint; on
+# TERM it hands the signal on and gives them SHUTDOWN_TIMEOUT s before SIGKILL).
+srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
+  ${SLURM_CPUS_ON_NODE:+--cpus-per-task=$SLURM_CPUS_ON_NODE} \
   --output="$LOG_DIR/${SLURM_JOB_NAME:-job}-${SLURM_JOB_ID}-r${ATTEMPT}-node%n.log" \
-  bash -c 'trap "" USR1; exec "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --node-rank="$SLURM_NODEID" \
-    --nproc-per-node="$NPROC" --master-addr="$MASTER_ADDR" --master-port="$MASTER_PORT" --max-restarts=0 \
-    --shutdown-timeout="$SHUTDOWN_TIMEOUT" \
-    -m "$ENTRY" --config "$CONFIG" $OVERRIDES' &
+  bash "$WORKDIR/slurm/launch_node.sh" &
 STEP_PID=$!
 
 # `wait` returns early when a trapped signal arrives: keep waiting until the step has really ended.
