@@ -1,6 +1,6 @@
 """Benchmark: pages/s of the Ray render job vs a plain single-process pypdfium2 render+encode loop, per core.
 
-    python benchmarks/render.py [--docs 60] [--pages 4] [--cpus 2] [--dpi 100] [--format png]
+    python benchmarks/render.py [--docs 100] [--pages 4] [--cpus 2] [--dpi 100] [--format png]
 
 Both sides render the same synthetic "rich" corpus (612 x 792 pt pages) at the same scale and encode
 with the same settings; the job also extracts text, hashes files and writes tars. Baseline and job
@@ -22,7 +22,6 @@ from pathlib import Path
 
 import psutil
 import pypdfium2 as pdfium
-import ray
 
 from data_prep import pages, render, synth
 from pipeline.config import RenderConfig, SynthConfig
@@ -67,7 +66,7 @@ def job(cfg: RenderConfig) -> tuple[int, float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--docs", type=int, default=60)
+    ap.add_argument("--docs", type=int, default=100)
     ap.add_argument("--pages", type=int, default=4)
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--dpi", type=int, default=100)
@@ -80,16 +79,16 @@ def main() -> None:
         corpus = synth.synthesize(SynthConfig(out_dir=str(work / "corpus"), n_docs=args.docs, pages_per_doc=args.pages,
                                               layout="rich", page_size=612, codes_per_page_max=3))
         cfg = RenderConfig(input=str(corpus), output=str(work / "shards"), dpi=args.dpi, image_format=args.format,
-                           num_cpus=args.cpus, progress=False, max_in_flight=2 * args.cpus + 2, pages_per_task=8)
+                           num_cpus=args.cpus, progress=False)
         settings = pages.render_settings(cfg)
-        ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        render.connect(cfg)  # a local Ray with args.cpus CPUs, bound to 127.0.0.1
         job(RenderConfig(**{**vars(cfg), "output": str(work / "warm")}))  # starts the worker processes
         base_runs, job_runs = [baseline(corpus, settings)], []
         for _ in range(args.repeats):  # interleaved, so a noisy neighbour hits both sides alike
             job_runs.append(job(cfg))
             base_runs.append(baseline(corpus, settings))
-        ray.shutdown()
     finally:
+        render.shutdown()
         shutil.rmtree(work, ignore_errors=True)
     assert len({r[0] for r in base_runs + job_runs}) == 1, (base_runs, job_runs)
     base = statistics.median(n / t for n, t, _ in base_runs)

@@ -54,6 +54,14 @@ def connect(cfg: RenderConfig) -> None:
              log_to_driver=False, _node_ip_address="127.0.0.1")
 
 
+def shutdown() -> None:
+    """Stop the Ray this process started or joined (no-op when none)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def bounded(fn: Callable, work: Iterable[tuple[Any, tuple]], max_in_flight: int) -> Iterator[tuple[Any, Any]]:
     """Run `fn.remote(*args)` for each (tag, args) with at most `max_in_flight` outstanding; yield (tag, result).
 
@@ -189,7 +197,10 @@ def render(cfg: RenderConfig) -> dict:
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
     cfg = parse_cli(argv, "Render documents into WebDataset shards (a Ray job).", SHORTCUTS)
-    render(cfg.render)
+    try:
+        render(cfg.render)
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":
