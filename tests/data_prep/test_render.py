@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pyarrow.parquet as pq
 import pypdfium2 as pdfium
 import pytest
@@ -28,7 +29,7 @@ ARGS = ["render.shard_size=3", "render.pages_per_task=2", "render.max_in_flight=
 
 def plain_render(corpus: Path, out: Path, *extra: str, **kw) -> subprocess.Popen:
     """`python data_prep/render.py ...` without a cluster address: Ray starts locally."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     cmd = [sys.executable, "data_prep/render.py", "--input", str(corpus), "--output", str(out), *ARGS,
            "render.num_cpus=2", "render.object_store_mb=100", *extra]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, **kw)
@@ -160,6 +161,13 @@ def test_split_is_by_document(samples):
     assert n_eval == round(0.25 * len(splits))
 
 
+def listening_addresses(pid: int) -> set[str]:
+    """IP addresses that process `pid` and its descendants listen on."""
+    root = psutil.Process(pid)
+    pids = {pid} | {p.pid for p in root.children(recursive=True)}
+    return {c.laddr.ip for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.pid in pids}
+
+
 def _snapshot(d: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(d.iterdir())}
 
@@ -179,7 +187,13 @@ def test_kill_9_then_rerun_gives_the_manifest_of_an_uninterrupted_run(corpus, jo
     while not (out.is_dir() and any(p.suffix == ".tar" for p in out.iterdir())):
         assert proc.poll() is None and time.time() < deadline, "no shard appeared"
         time.sleep(0.005)
-    stop_process_group(proc, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGSTOP)  # freeze the run (and its local Ray) where it is
+    try:
+        addrs = listening_addresses(proc.pid)
+    finally:
+        stop_process_group(proc, signal.SIGKILL)
+    # security default: the Ray that a plain run starts listens on loopback only
+    assert addrs and addrs <= {"127.0.0.1", "::ffff:127.0.0.1"}, addrs
     assert not (out / "manifest.json").exists(), "the run finished before it could be killed"
     partial = json.loads((out / "manifest.partial.json").read_text())["shards"] if (out / "manifest.partial.json").exists() else []
     kept = {e["name"]: (out / e["name"]).stat().st_mtime_ns for e in partial}
@@ -190,21 +204,3 @@ def test_kill_9_then_rerun_gives_the_manifest_of_an_uninterrupted_run(corpus, jo
     assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept  # finished shards were kept, not redone
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in job_out.iterdir())
 
-
-def test_a_local_ray_listens_on_loopback_only(tmp_path):
-    """Security default: the Ray that `python data_prep/render.py` starts binds 127.0.0.1 only."""
-    script = (
-        "import json, psutil\n"
-        "from data_prep.render import connect\n"
-        "from pipeline.config import RenderConfig\n"
-        "connect(RenderConfig(num_cpus=1, object_store_mb=80))\n"
-        "me = psutil.Process(); pids = {p.pid for p in me.children(recursive=True)} | {me.pid}\n"
-        "print(json.dumps(sorted({c.laddr.ip for c in psutil.net_connections('inet') "
-        "if c.status == 'LISTEN' and c.pid in pids})))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
-    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120, start_new_session=True)
-    assert res.returncode == 0, res.stderr[-2000:]
-    addrs = json.loads(res.stdout.strip().splitlines()[-1])
-    assert addrs and set(addrs) <= {"127.0.0.1", "::ffff:127.0.0.1"}, addrs
