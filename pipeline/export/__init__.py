@@ -1,0 +1,1 @@
+"""Budget variants: one directory per chosen budget with only the layers it runs, a head of its width and a card."""

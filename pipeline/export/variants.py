@@ -1,0 +1,87 @@
+"""Write and read budget variants: a saved Retriever truncated to the budget's exit with its head sliced to the
+budget's width (its pool factor recorded as the default budget), plus card.json (docs/interfaces.md).
+
+Loading a variant needs torch, transformers and safetensors only: no DeepSpeed, no training code, no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from pipeline.model.budgets import Budget
+
+log = logging.getLogger(__name__)
+CARD = "card.json"
+
+
+def resolve_budget(spec: list[int], exits: list[int]) -> Budget:
+    """[layers (0: the last exit), dim, pool] -> Budget; the layer count must be an exit of the model."""
+    if len(spec) != 3:
+        raise ValueError(f"a budget is [layers, dim, pool], got {spec}")
+    layers, dim, pool = spec
+    layers = layers or max(exits)
+    if layers not in exits:
+        raise ValueError(f"budget {spec}: {layers} layers is not an exit of this model (exits {exits})")
+    return Budget(layers, dim, pool)
+
+
+def row_for(results: dict | None, budget: Budget) -> dict | None:
+    """The eval results row of `budget`, or None."""
+    for row in (results or {}).get("rows", []):
+        if row["budget"] == str(budget):
+            return row
+    return None
+
+
+def make_card(name: str, budget: Budget, results: dict, source_run: str | None) -> dict:
+    """card.json: budget, bytes/page and nDCG@5 measured on the named eval set (with its fingerprint), source run,
+    and every other measured metric of that budget."""
+    row = row_for(results, budget)
+    if row is None:
+        raise KeyError(f"no evaluation of {budget} in the results")
+    return {
+        "name": name,
+        "budget": budget.as_dict(),
+        "bytes_per_page": row["bytes_per_page"],
+        "ndcg_at_5": row["ndcg_at_5"],
+        "eval_set": results["eval_set"],
+        "eval_fingerprint": results["eval_fingerprint"],
+        "source_run": source_run,
+        "index_dtype": results.get("index_dtype", "float16"),
+        "metrics": {k: v for k, v in row.items() if k not in ("budget", "layers", "dim", "pool")},
+    }
+
+
+def export_variant(full, budget: Budget, out_dir: str | Path, card: dict) -> Path:
+    """Save `full.for_budget(budget)` (only budget.layers decoder layers, head [hidden -> budget.dim]) and its
+    card to `out_dir`; returns the directory."""
+    out = Path(out_dir)
+    variant = full.for_budget(budget)
+    variant.save_pretrained(out)
+    (out / CARD).write_text(json.dumps(card, indent=2))
+    size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+    log.info("variant %s (%s): %.1f MB of weights -> %s", card.get("name"), budget, size / 2**20, out)
+    return out
+
+
+def read_card(variant_dir: str | Path) -> dict:
+    return json.loads((Path(variant_dir) / CARD).read_text())
+
+
+def load_variant(variant_dir: str | Path, device: str | None = None):
+    """(Retriever at the variant's budget, card) from a variant directory, in eval mode, on `device`."""
+    from pipeline.config import ModelConfig
+    from pipeline.model.retriever import Retriever
+
+    retriever = Retriever.from_pretrained(variant_dir, ModelConfig(name_or_path=str(variant_dir)))
+    retriever.eval()
+    if device:
+        retriever.to(device)
+    return retriever, read_card(variant_dir)
+
+
+def weights_bytes(model_dir: str | Path) -> int:
+    """Bytes of all safetensors files in a model directory."""
+    return sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors"))

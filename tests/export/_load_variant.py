@@ -1,0 +1,24 @@
+"""Run in a fresh process: load each variant directory alone, encode pages and queries, save the vectors.
+
+    python tests/export/_load_variant.py PAGES_DIR OUT_DIR VARIANT_DIR...   (writes OUT_DIR/<variant name>.safetensors)
+Also records which heavy modules got imported (DeepSpeed and the training code must not be)."""
+
+import sys
+from pathlib import Path
+
+from PIL import Image
+from safetensors.torch import save_file
+
+from pipeline.export.variants import load_variant
+
+pages_dir, out_dir, *variant_dirs = sys.argv[1:]
+images = [Image.open(p).convert("RGB") for p in sorted(Path(pages_dir).glob("*.png"))]
+for variant_dir in variant_dirs:
+    retriever, card = load_variant(variant_dir)
+    pages = retriever.embed(pages=images)
+    queries = retriever.embed(queries=["ABC", "find the code XYZ"])
+    tensors = {f"page{i}": v.contiguous() for i, v in enumerate(pages)}
+    tensors.update({f"query{i}": v.contiguous() for i, v in enumerate(queries)})
+    imported = [m for m in ("deepspeed", "pipeline.train", "pipeline.data.stream") if m in sys.modules]
+    meta = {"imported": ",".join(imported), "layers": str(retriever.num_layers)}
+    save_file(tensors, str(Path(out_dir) / f"{Path(variant_dir).name}.safetensors"), metadata=meta)
