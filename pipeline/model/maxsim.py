@@ -12,22 +12,51 @@ from pipeline.model.vectors import MultiVector
 PAD_SCORE = 1e4  # |dot products| of unit vectors are <= 1; padding scores -PAD_SCORE (fits float16 too)
 
 
+class _MaxSim(torch.autograd.Function):
+    """Per (query vector, page) the best masked dot product, with a backward that touches only the winners.
+
+    Forward: one GEMM [Bq*Nq, D+1] x [D+1, Bp*Np] with the page mask riding as an extra coordinate (query 1,
+    page 0 or -PAD_SCORE), so the similarity comes out already masked, then a max. Backward: gathers the winning
+    page vectors instead of two more GEMMs over the whole similarity, and saves only the winners' indices.
+    """
+
+    @staticmethod
+    def forward(ctx, qv: torch.Tensor, pv: torch.Tensor, pmask: torch.Tensor) -> torch.Tensor:
+        bq, nq, d = qv.shape
+        bp, np_, _ = pv.shape
+        m = pmask.unsqueeze(-1)
+        qa = torch.cat([qv, qv.new_ones(bq, nq, 1)], dim=-1).reshape(bq * nq, d + 1)
+        pa = torch.cat([pv * m, (m.to(pv.dtype) - 1) * PAD_SCORE], dim=-1).reshape(bp * np_, d + 1)
+        best, idx = (qa @ pa.T).view(bq, nq, bp, np_).max(dim=-1)  # [Bq, Nq, Bp]
+        valid = best > -PAD_SCORE / 2  # False only for pages without a real vector
+        ctx.save_for_backward(qv, pv, idx, valid)
+        return torch.where(valid, best, torch.zeros_like(best))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        qv, pv, idx, valid = ctx.saved_tensors
+        bq, nq, bp = idx.shape
+        np_, d = pv.shape[1], pv.shape[2]
+        grad = torch.where(valid, grad, torch.zeros_like(grad)).to(qv.dtype)
+        flat = (idx + torch.arange(bp, device=idx.device) * np_).reshape(-1)  # winners as rows of pv [Bp*Np, D]
+        dq = dp = None
+        if ctx.needs_input_grad[0]:
+            winners = pv.reshape(bp * np_, d).index_select(0, flat).view(bq, nq, bp, d)
+            dq = torch.einsum("qnp,qnpd->qnd", grad, winners)
+        if ctx.needs_input_grad[1]:
+            src = (grad.unsqueeze(-1) * qv.unsqueeze(2)).reshape(-1, d)  # [Bq*Nq*Bp, D]
+            dp = pv.new_zeros(bp * np_, d).index_add_(0, flat, src).view(bp, np_, d)
+        return dq, dp, None
+
+
 def maxsim(q: MultiVector, p: MultiVector) -> torch.Tensor:
     """Score every query against every page: sum over real query vectors of the best dot product with a real
     page vector. Padding never contributes, so a page's score does not depend on its batch neighbours; a page
-    with no real vector contributes 0 per query vector.
+    with no real vector contributes 0 per query vector. Differentiable in both vector sets.
 
     q.vectors [Bq, Nq, D], p.vectors [Bp, Np, D] -> scores [Bq, Bp] (float32 for half inputs).
     """
-    bq, nq, d = q.vectors.shape
-    bp, np_, _ = p.vectors.shape
-    # The page mask rides in the GEMM as one extra coordinate (query 1, page 0 or -PAD_SCORE), so the
-    # [Bq*Nq, Bp*Np] similarity comes out already masked: no second pass over the largest tensor.
-    pmask = p.mask.to(p.vectors.device).unsqueeze(-1)
-    qa = torch.cat([q.vectors, q.vectors.new_ones(bq, nq, 1)], dim=-1).reshape(bq * nq, d + 1)
-    pa = torch.cat([p.vectors * pmask, (pmask.to(p.vectors.dtype) - 1) * PAD_SCORE], dim=-1).reshape(bp * np_, d + 1)
-    best = (qa @ pa.T).view(bq, nq, bp, np_).amax(dim=-1)  # [Bq, Nq, Bp]
-    best = torch.where(best > -PAD_SCORE / 2, best, torch.zeros_like(best))
+    best = _MaxSim.apply(q.vectors, p.vectors, p.mask.to(p.vectors.device))  # [Bq, Nq, Bp]
     if best.dtype in (torch.float16, torch.bfloat16):
         best = best.float()  # sum many vectors' maxima at float32
     return torch.einsum("qnp,qn->qp", best, q.mask.to(best.device, best.dtype))

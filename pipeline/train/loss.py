@@ -38,11 +38,16 @@ def select_budgets(grid: list[Budget], cfg: LossConfig, step: int) -> list[Budge
     return [full] + rest
 
 
-def budget_scores(q: dict[int, MultiVector], p: dict[int, MultiVector], budget: Budget) -> torch.Tensor:
-    """MaxSim scores at one budget from full-width vectors of its exit: [Bq, Bp]."""
-    qb = apply_budget(q[budget.layers], budget.dim, 1)
-    pb = apply_budget(p[budget.layers], budget.dim, budget.pool)
-    return maxsim(qb, pb)
+def budget_scores(q: dict[int, MultiVector], p: dict[int, MultiVector], budget: Budget,
+                  cache: dict | None = None) -> torch.Tensor:
+    """MaxSim scores at one budget from full-width vectors of its exit: [Bq, Bp]. `cache` (a dict shared over one
+    loss call) reuses the width-sliced vectors of an (exit, dim) across pool factors."""
+    cache = {} if cache is None else cache
+    key = (budget.layers, budget.dim)
+    if key not in cache:
+        cache[key] = (apply_budget(q[budget.layers], budget.dim, 1), apply_budget(p[budget.layers], budget.dim, 1))
+    qb, pb = cache[key]
+    return maxsim(qb, apply_budget(pb, budget.dim, budget.pool))
 
 
 def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
@@ -73,7 +78,8 @@ def matryoshka_loss(
     full = full_budget(budgets)
     if labels is None:
         labels = torch.arange(len(next(iter(q.values()))), device=next(iter(q.values())).vectors.device)
-    logits = {b: budget_scores(q, p, b) / cfg.temperature for b in budgets}
+    cache: dict = {}
+    logits = {b: budget_scores(q, p, b, cache) / cfg.temperature for b in budgets}
     per_budget = {b: F.cross_entropy(logits[b], labels) for b in budgets}
     weights = {b: cfg.full_weight if b == full else cfg.small_weight for b in budgets}
     total = sum(weights[b] * per_budget[b] for b in budgets)
