@@ -109,6 +109,10 @@ def render_pages(jobs: list[dict], settings: dict) -> list[dict]:
                         open_pdf[1].close()
                     open_pdf = (job["path"], pdfium.PdfDocument(job["path"]))
                 out.append(_render_pdf_page(open_pdf[1], job, settings))
+            elif job["kind"] == "image":
+                with open(job["path"], "rb") as f:
+                    data, w, h = _fit_image(f.read(), settings)
+                out.append({"key": job["key"], "image": data, "json": record_bytes(job, w, h, None, "")})
             else:
                 where = (job["path"], job["row_group"])
                 if rows[0] != where:

@@ -133,6 +133,20 @@ def _finish_shard(out_dir: Path, sp: shards.ShardPlan, results: list[dict], ext:
     return entry
 
 
+def _isolate(task: Any, jobs: list[dict], settings: dict) -> list[dict]:
+    """After a worker died on a page range (a crash, not an exception), render its pages one task each, so
+    only the page that kills a worker is lost (reported as a rejected page)."""
+    import ray
+
+    out = []
+    for j in jobs:
+        try:
+            out += ray.get(task.options(max_retries=1).remote([j], settings))
+        except Exception as e:  # this page itself kills the worker
+            out.append({"key": j["key"], "error": f"worker failed: {type(e).__name__}"})
+    return out
+
+
 def make_shards(todo: list[shards.ShardPlan], settings: dict, out_dir: Path, cfg: RenderConfig,
                 done: dict[str, dict]) -> None:
     """Render and write every shard in `todo`; `done` (name -> entry) grows and is saved after each shard."""
@@ -146,7 +160,7 @@ def make_shards(todo: list[shards.ShardPlan], settings: dict, out_dir: Path, cfg
     for (s, c), result in bounded(task, _page_tasks(todo, cfg.pages_per_task, settings), cfg.max_in_flight):
         jobs = todo[s].jobs[c * cfg.pages_per_task : (c + 1) * cfg.pages_per_task]
         if isinstance(result, Exception):
-            result = [{"key": j["key"], "error": f"worker failed: {type(result).__name__}"} for j in jobs]
+            result = _isolate(task, jobs, settings)
         buffers.setdefault(s, {})[c] = result
         bar.update(len(jobs))
         if len(buffers[s]) == chunks[s]:

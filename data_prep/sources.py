@@ -8,6 +8,7 @@ functions run inside Ray tasks; they take and return plain data only.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 LIST_SUFFIXES = (".txt", ".lst", ".list")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")  # page images: one-page documents
 
 
 @dataclass
@@ -24,7 +26,7 @@ class Doc:
     doc_id: str  # first 16 hex of sha256 of the file bytes (of the image bytes for Parquet rows)
     source: str  # as recorded in shards: path relative to the input root, `file.parquet#row` for rows
     path: str  # where a worker reads it
-    kind: str  # pdf | parquet
+    kind: str  # pdf | parquet | image
     pages: int
     row_group: int = -1
     row_in_group: int = -1
@@ -100,6 +102,25 @@ def probe_pdf(source: str, path: str, max_bytes: int) -> Doc | Reject:
     return Doc(doc_id=doc_id_of(data), source=source, path=str(p), kind="pdf", pages=n)
 
 
+def probe_image(source: str, path: str, max_bytes: int) -> Doc | Reject:
+    """Accept a page image file that PIL can decode as a one-page document, or reject it with a reason."""
+    from PIL import Image
+
+    p = Path(path)
+    size = p.stat().st_size if p.is_file() else -1
+    if size <= 0:
+        return Reject(source, "zero-byte file" if size == 0 else "missing file")
+    if size > max_bytes:
+        return Reject(source, f"oversized: {size / 2**20:.1f} MiB > render.max_file_mb={max_bytes / 2**20:g}")
+    data = p.read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+    except Exception as e:  # PIL raises many types for a bad or truncated image
+        return Reject(source, f"unreadable image: {type(e).__name__}: {e}")
+    return Doc(doc_id=doc_id_of(data), source=source, path=str(p), kind="image", pages=1)
+
+
 def _image_column(schema) -> str | None:
     import pyarrow as pa
 
@@ -169,7 +190,11 @@ def probe_files(items: list[tuple[str, str]], max_bytes: int) -> list[dict]:
     """Probe a batch of (source, path); returns dicts ({"doc": ...} or {"reject": ...}) in input order."""
     out: list[dict] = []
     for source, path in items:
-        found = probe_parquet(source, path) if path.lower().endswith(".parquet") else [probe_pdf(source, path, max_bytes)]
+        suffix = Path(path).suffix.lower()
+        if suffix == ".parquet":
+            found = probe_parquet(source, path)
+        else:
+            found = [(probe_image if suffix in IMAGE_SUFFIXES else probe_pdf)(source, path, max_bytes)]
         out += [{"doc": asdict(x)} if isinstance(x, Doc) else {"reject": asdict(x)} for x in found]
     return out
 

@@ -87,13 +87,15 @@ BAD = {
     "bad/readme.txt": "not a PDF",
     "bad/big.pdf": "oversized",
     "sub/copy-of-doc-00000.pdf": "duplicate",
+    "bad/broken.png": "unreadable image",
 }
 MAX_FILE_MB = 0.2
 
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
-    """Synthetic PDFs (varying page counts) + queries.jsonl, a Parquet page-image set, and one file per reject reason."""
+    """Synthetic PDFs (varying page counts) + queries.jsonl, a Parquet page-image set, page image files,
+    and one file per reject reason."""
     from data_prep.synth import synthesize
     from pipeline.config import SynthConfig
 
@@ -110,4 +112,8 @@ def corpus(tmp_path_factory) -> Path:
     _big_pdf(root / "bad/big.pdf", kib=int(MAX_FILE_MB * 1024) + 64)
     shutil.copy(root / "doc-00000.pdf", root / "sub/copy-of-doc-00000.pdf")
     _parquet(root / "pages.parquet")
+    (root / "scans").mkdir()
+    (root / "scans/page.png").write_bytes(png_bytes(20))  # page images are one-page documents
+    (root / "scans/photo.jpg").write_bytes(png_bytes(21, fmt="JPEG"))
+    (root / "bad/broken.png").write_bytes(png_bytes(22)[:60])
     return root

@@ -79,6 +79,7 @@ def test_every_page_of_every_good_document_exactly_once(corpus, samples):
         did = hashlib.sha256(data).hexdigest()[:16]
         expected |= {f"{did}-p{i:05d}" for i in range(len(pdfium.PdfDocument(data)))}
     expected |= {f"{did}-p00000" for did in parquet_images(corpus)}
+    expected |= {f"{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}-p00000" for p in (corpus / "scans").iterdir()}
     keys = [s["key"] for s in samples]
     assert len(keys) == len(set(keys))
     assert set(keys) == expected
@@ -127,6 +128,16 @@ def test_parquet_pages_and_their_queries(corpus, samples):
         else:
             assert np.array_equal(np.asarray(Image.open(io.BytesIO(s["png"]))), np.asarray(src.convert("RGB")))
     assert sorted(len(q) for _, q in images.values()) == [1, 1, 1, 1, 2]  # the repeated image merged
+
+
+def test_page_image_files_become_one_page_documents(corpus, samples):
+    by_source = {s["rec"]["source"]: s for s in samples}
+    png = by_source["scans/page.png"]
+    assert png["png"] == (corpus / "scans/page.png").read_bytes()  # lossless already: passed through
+    assert (png["rec"]["page"], png["rec"]["num_pages"], png["rec"]["dpi"]) == (0, 1, None)
+    jpg = Image.open(corpus / "scans/photo.jpg").convert("RGB")
+    got = Image.open(io.BytesIO(by_source["scans/photo.jpg"]["png"]))
+    assert np.array_equal(np.asarray(got), np.asarray(jpg))  # decoded once, stored losslessly
 
 
 def test_rejects_name_every_bad_file_with_its_reason(corpus, job_out):
