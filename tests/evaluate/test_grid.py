@@ -1,0 +1,111 @@
+"""The budget-grid evaluation end to end on a tiny model: rows agree with an independent brute-force reference,
+bytes/page is exact, the report files are right, and the metrics land in the training run in MLflow."""
+
+import csv
+import io
+import json
+
+import mlflow
+import numpy as np
+import pytest
+
+from pipeline.evaluate.__main__ import run
+from pipeline.evaluate.data import ParquetEvalSet, ShardEvalSet
+from pipeline.evaluate.report import pareto_front
+from pipeline.model.budgets import Budget
+from pipeline.model.retriever import Retriever
+from tests.evaluate.test_metrics import hand_metrics
+from tests.export.chain import config, trained
+from tests.model.reference import ref_maxsim
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, tiny_qwen2vl_dir):
+    model_dir, shards = trained(tmp_path_factory, tiny_qwen2vl_dir)
+    out = tmp_path_factory.mktemp("eval")
+    cfg = config(tmp_path_factory, tiny_qwen2vl_dir, f"eval.output_dir={out}", "eval.index_dtype=float32",
+                 "model.widths=[128, 32]", "model.pools=[1, 2]")
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    with mlflow.start_run() as training_run:  # stands in for the training run that wrote run.json
+        pass
+    run_json = {"mlflow_run_id": training_run.info.run_id, "tracking_uri": cfg.tracking.tracking_uri,
+                "experiment": "Default", "steps": 7}
+    (model_dir.parent / "run.json").write_text(json.dumps(run_json))
+    try:
+        results = run(cfg)
+    finally:
+        (model_dir.parent / "run.json").unlink()
+    return model_dir, shards, out, results, training_run.info.run_id, cfg
+
+
+def test_rows_match_brute_force_reference(evaluated):
+    model_dir, shards, _, results, _, _ = evaluated
+    rows = {r["budget"]: r for r in results["rows"]}
+    assert len(rows) == 4 * 2 * 2 and results["pages"] == 12 and results["queries"] == 12
+    retriever = Retriever.from_pretrained(model_dir).eval()
+    pages = list(ShardEvalSet(shards, "train").pages())
+    for budget in [Budget(2, 32, 2), Budget(4, 128, 1)]:
+        pv = retriever.embed(pages=[p.image for p in pages], budget=budget)
+        qv = retriever.embed(queries=[p.queries[0] for p in pages], budget=budget)
+        scores = ref_maxsim([q.tolist() for q in qv], [p.tolist() for p in pv])
+        hand = []
+        for i, row in enumerate(scores):
+            order = [pages[j].key for j in sorted(range(len(pages)), key=lambda j: -row[j])]
+            hand.append(hand_metrics(order, {pages[i].key: 1}))
+        got = rows[str(budget)]
+        for m in hand[0]:
+            assert got[m] == pytest.approx(sum(h[m] for h in hand) / len(hand), abs=1e-9), (budget, m)
+        # 4 x 4 grid per page: ceil(4/p)^2 vectors x dim x 4 bytes (float32 index here).
+        assert got["bytes_per_page"] == (-(-4 // budget.pool)) ** 2 * budget.dim * 4
+        assert got["encode_ms_per_page"] > 0
+
+
+def test_report_files_and_pareto(evaluated):
+    _, _, out, results, _, _ = evaluated
+    with open(out / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["budget"] for r in table] == [r["budget"] for r in results["rows"]]
+    assert float(table[0]["ndcg_at_5"]) == results["rows"][0]["ndcg_at_5"]
+    md = (out / "results.md").read_text().splitlines()
+    assert sum(line.startswith("| L") for line in md) == len(results["rows"])
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    front = pareto_front(results["rows"])
+    for r in results["rows"]:  # every row is on the front or dominated by a front row
+        assert r in front or any(f["bytes_per_page"] <= r["bytes_per_page"] and f["ndcg_at_5"] >= r["ndcg_at_5"]
+                                 for f in front)
+    toy = [{"bytes_per_page": 1, "ndcg_at_5": 0.2}, {"bytes_per_page": 2, "ndcg_at_5": 0.1},
+           {"bytes_per_page": 4, "ndcg_at_5": 0.5}, {"bytes_per_page": 4, "ndcg_at_5": 0.4}]
+    assert pareto_front(toy) == [toy[0], toy[2]]
+
+
+def test_metrics_logged_to_training_run(evaluated):
+    _, _, _, results, run_id, cfg = evaluated
+    client = mlflow.MlflowClient(tracking_uri=cfg.tracking.tracking_uri)
+    data = client.get_run(run_id).data
+    row = results["rows"][-1]
+    assert data.metrics[f"eval.{row['budget']}.ndcg_at_5"] == pytest.approx(row["ndcg_at_5"])
+    assert data.tags["eval_fingerprint"] == results["eval_fingerprint"]
+    logged = {a.path for a in client.list_artifacts(run_id, "eval")}
+    assert {"eval/results.md", "eval/results.csv", "eval/pareto.png", "eval/results.json"} <= logged
+
+
+def test_parquet_eval_set_reads_same_pages(evaluated, tmp_path):
+    """A Parquet set of the same pages (one row per query, an image repeated) gives the same pages and queries."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, shards, _, _, _, _ = evaluated
+    pages = list(ShardEvalSet(shards, "train", max_pages=4).pages())
+    blobs = []
+    for p in pages:
+        buf = io.BytesIO()
+        p.image.save(buf, format="PNG")
+        blobs.append(buf.getvalue())
+    rows = {"image": [{"bytes": b} for b in blobs] + [{"bytes": blobs[0]}],
+            "query": [p.queries[0] for p in pages] + ["second query of page 0"]}
+    pq.write_table(pa.table(rows), tmp_path / "eval.parquet")
+    got = list(ParquetEvalSet(tmp_path / "eval.parquet").pages())
+    assert len(got) == len(pages)
+    assert got[0].queries == [pages[0].queries[0], "second query of page 0"]
+    assert [g.queries for g in got[1:]] == [p.queries for p in pages[1:]]
+    assert all(np.array_equal(np.asarray(g.image), np.asarray(p.image)) for g, p in zip(got, pages))
