@@ -1,4 +1,4 @@
-"""The render job: documents (PDFs, Parquet page-image sets) -> WebDataset shards + manifest.json, as Ray tasks.
+"""The render job: documents (PDFs, page images, Parquet page-image sets) -> WebDataset shards + manifest.json, as Ray tasks.
 
     ray job submit --address http://HEAD:8265 --working-dir . -- python data_prep/render.py --input DIR --output DIR
     python data_prep/render.py --input DIR --output DIR [--queries F] [--config F] [render.key=value ...]

@@ -1,4 +1,4 @@
-"""Render inputs: find documents (directory tree, list file, Parquet page-image sets), probe them, attach queries.
+"""Render inputs: find documents (directory tree, list file, page images, Parquet page-image sets), probe them, attach queries.
 
 Probing decides, per file, either a `Doc` (an id from its bytes and its page count) or a `Reject`
 with a reason: zero-byte, oversized, not a PDF, truncated, encrypted, unreadable, duplicate. Probe

@@ -180,7 +180,8 @@ def listening_addresses(pid: int) -> set[str]:
 
 
 def _snapshot(d: Path) -> dict[str, tuple[int, int]]:
-    return {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(d.iterdir())}
+    """mtime and size of every file, and of the directory itself (a temp file created and removed shows there)."""
+    return {".": (d.stat().st_mtime_ns, 0)} | {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in d.iterdir()}
 
 
 def test_second_run_with_nothing_changed_writes_nothing(corpus, job_out):
