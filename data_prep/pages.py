@@ -24,10 +24,12 @@ def render_settings(cfg: Any) -> dict:
 
     if cfg.image_format not in EXT:
         raise ValueError(f"render.image_format must be png or jpeg, not {cfg.image_format!r}")
+    if cfg.split_by not in ("hash", "path"):
+        raise ValueError(f"render.split_by must be hash or path, not {cfg.split_by!r}")
     settings = {
         "dpi": cfg.dpi, "max_pixels": cfg.max_pixels, "image_format": cfg.image_format,
         "shard_size": cfg.shard_size, "eval_fraction": cfg.eval_fraction, "split_seed": cfg.split_seed,
-        "max_file_mb": cfg.max_file_mb,
+        "max_file_mb": cfg.max_file_mb, "split_by": cfg.split_by,
         "renderer": {"pypdfium2": str(pv.PYPDFIUM_INFO), "pdfium": str(pv.PDFIUM_INFO), "pillow": PIL.__version__},
     }
     if cfg.image_format == "jpeg":

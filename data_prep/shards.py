@@ -44,12 +44,41 @@ def assign_splits(doc_ids: list[str], eval_fraction: float, seed: int) -> dict[s
     return {d: ("eval" if i < n_eval else "train") for i, d in enumerate(order)}
 
 
+_TRAIN_NAMES = {"train", "training"}
+_EVAL_NAMES = {"eval", "evaluation", "test", "validation", "val", "dev"}
+
+
+def split_from_path(source: str) -> str | None:
+    """train/eval named by the source's folders (nearest first) or by a HF-style `train-00000-of-00001.parquet`."""
+    path = Path(source.split("#")[0])
+    names = [part.lower() for part in reversed(path.parent.parts)]
+    if path.suffix.lower() == ".parquet":
+        names.insert(0, path.stem.lower().replace("_", "-").split("-")[0])
+    for name in names:
+        if name in _TRAIN_NAMES:
+            return "train"
+        if name in _EVAL_NAMES:
+            return "eval"
+    return None
+
+
+def split_documents(docs: list[Doc], settings: dict) -> dict[str, str]:
+    """doc_id -> split: by path (settings["split_by"] == "path") where a path names one, else seeded by document."""
+    fixed = {}
+    if settings.get("split_by", "hash") == "path":
+        fixed = {d.doc_id: s for d in docs if (s := split_from_path(d.source)) is not None}
+    elif settings.get("split_by", "hash") != "hash":
+        raise ValueError(f"render.split_by must be hash or path, not {settings['split_by']!r}")
+    rest = [d.doc_id for d in docs if d.doc_id not in fixed]
+    return fixed | assign_splits(rest, settings["eval_fraction"], settings["split_seed"])
+
+
 def plan_shards(docs: list[Doc], queries: dict[tuple[str, int], list[str]], settings: dict) -> list[ShardPlan]:
     """Cut each split's pages into shards of settings["shard_size"] samples.
 
     Documents are taken in their seeded order (so shards mix documents), pages in page order.
     """
-    splits = assign_splits([d.doc_id for d in docs], settings["eval_fraction"], settings["split_seed"])
+    splits = split_documents(docs, settings)
     order = {d: i for i, d in enumerate(sorted(splits, key=lambda d: hashlib.sha256(
         f"{settings['split_seed']}:{d}".encode()).hexdigest()))}
     plans: list[ShardPlan] = []

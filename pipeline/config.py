@@ -68,6 +68,8 @@ class RenderConfig:
     png_compress_level: int = 6  # zlib level for PNG (0-9); lossless at every level
     object_store_mb: int | None = None  # object store of a local Ray; None: Ray's default
     progress: bool = True  # tqdm bar of pages done (stderr)
+    split_by: str = "hash"  # hash: seeded split by document; path: train/ and test|eval|val/ folders (and HF
+    # train-*.parquet / test-*.parquet names) decide, other documents fall back to the seeded split
 
 
 @dataclass

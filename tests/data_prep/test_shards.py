@@ -95,6 +95,23 @@ def test_split_is_a_seeded_function_of_the_document_set():
     assert set(shards.assign_splits(ids, 0.0, 0).values()) == {"train"}
 
 
+def test_split_by_path_keeps_a_dataset_s_own_split():
+    sources_ = ["train/a.pdf", "corpus/test/b.pdf", "val/train/c.pdf", "misc/d.pdf", "misc/e.pdf",
+                "data/train-00000-of-00002.parquet#4", "data/test-00000-of-00001.parquet#0"]
+    docs = [sources.Doc(f"{i:016x}", src, src, "pdf", 2) for i, src in enumerate(sources_)]
+    settings = {"eval_fraction": 0.5, "split_seed": 0, "shard_size": 100, "split_by": "path"}
+    got = {j["source"]: j["split"] for sp in shards.plan_shards(docs, {}, settings) for j in sp.jobs}
+    assert {k: got[k] for k in sources_ if not k.startswith("misc")} == {
+        "train/a.pdf": "train", "corpus/test/b.pdf": "eval", "val/train/c.pdf": "train",
+        "data/train-00000-of-00002.parquet#4": "train", "data/test-00000-of-00001.parquet#0": "eval"}
+    assert sorted([got["misc/d.pdf"], got["misc/e.pdf"]]) == ["eval", "train"]  # the rest: seeded, by document
+    hashed = {j["source"]: j["split"] for sp in shards.plan_shards(docs, {}, {**settings, "split_by": "hash"})
+              for j in sp.jobs}
+    assert sum(v == "eval" for v in hashed.values()) == round(0.5 * len(docs))  # paths ignored
+    with pytest.raises(ValueError, match="split_by"):
+        pages.render_settings(RenderConfig(split_by="folder"))
+
+
 def test_list_file_input_and_queries_matched_by_name_path_or_id(tmp_path):
     pdf = _letter_pdf(tmp_path / "a.pdf")
     (tmp_path / "docs").mkdir()
