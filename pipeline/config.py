@@ -220,6 +220,24 @@ class ServeConfig:
 
 
 @dataclass
+class ExperimentConfig:
+    """The quality experiment (benchmarks/quality_experiment.py): recipes x seeds through the real training path."""
+
+    out_dir: str = "experiment_out"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    recipes: dict[str, list[str]] = field(
+        default_factory=lambda: {
+            "truncation": ["loss.budgets=full"],
+            "2d": ["loss.budgets=2d"],
+            "3d": ["loss.budgets=grid"],
+            "3d+distill": ["loss.budgets=grid", "loss.distill_weight=1.0"],
+        }
+    )  # name -> dotted overrides of the run config
+    eval_docs: int = 67  # held-out documents of a separate corpus (unique answer codes)
+    parallel: int = 2  # runs at once (each a single-rank DeepSpeed process)
+
+
+@dataclass
 class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
@@ -231,6 +249,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 
 
