@@ -1,0 +1,54 @@
+"""Registering variants: each is a version of one registered model carrying its budget and quality tags; after
+promotion, models:/NAME@ALIAS loads as a pyfunc that encodes exactly as the variant does."""
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from pipeline.export.variants import load_variant
+from pipeline.registry.promotion import promote
+from pipeline.registry.pyfunc import encode_image
+from tests.export.chain import NAME, config, exported, registered
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, tiny_qwen2vl_dir):
+    cfg = config(tmp_path_factory, tiny_qwen2vl_dir)
+    return cfg, exported(tmp_path_factory, tiny_qwen2vl_dir), registered(tmp_path_factory, tiny_qwen2vl_dir)
+
+
+def test_versions_carry_budget_and_quality_tags(chain):
+    cfg, _, cards = chain
+    client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri)
+    for name, card in cards.items():
+        mv = client.get_model_version(NAME, str(card["registered"]["version"]))
+        b = card["budget"]
+        assert mv.tags["budget.layers"] == str(b["layers"]) and mv.tags["budget.dim"] == str(b["dim"])
+        assert mv.tags["budget.pool"] == str(b["pool"]) and mv.tags["variant"] == name
+        assert float(mv.tags["bytes_per_page"]) == card["bytes_per_page"]
+        assert float(mv.tags["ndcg_at_5"]) == card["ndcg_at_5"]  # repr round-trips floats exactly
+        assert mv.tags["eval_fingerprint"] == card["eval_fingerprint"] and mv.tags["eval_set"] == card["eval_set"]
+        assert "source_run" in mv.tags and f"pool {b['pool']}" in mv.description
+    info = mlflow.models.get_model_info(f"models:/{NAME}/{cards['full']['registered']['version']}")
+    assert [c.name for c in info.signature.inputs.inputs] == ["query", "image"]
+
+
+def test_alias_resolves_to_a_pyfunc_that_encodes_like_the_variant(chain):
+    cfg, variants, cards = chain
+    client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri, registry_uri=cfg.tracking.tracking_uri)
+    version = cards["quarter"]["registered"]["version"]
+    decision = promote(client, NAME, "tiny", cfg.promote.tolerance, version=version)
+    assert decision.applied or "already holds" in decision.reason
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@tiny")
+    retriever, card = load_variant(variants["quarter"][0])
+    from PIL import Image
+
+    image = Image.new("RGB", (112, 112), "white")
+    out = model.predict(pd.DataFrame({"query": ["ABC", None], "image": [None, encode_image(image)]}))
+    assert [o["kind"] for o in out] == ["query", "page"]
+    torch.testing.assert_close(torch.tensor(out[0]["vectors"]), retriever.embed(queries=["ABC"])[0])
+    torch.testing.assert_close(torch.tensor(out[1]["vectors"]), retriever.embed(pages=[image])[0])
+    assert torch.tensor(out[1]["vectors"]).shape == (1, 16)  # pool 4 on a 4 x 4 grid, dim 16

@@ -1,0 +1,84 @@
+"""Serving: a real `mlflow models serve` process (stopped by PID) answers with the same vectors as direct
+encoding; the index/search commands return the brute-force top-k and refuse an index of another version."""
+
+import json
+import os
+import urllib.request
+
+import pytest
+import torch
+from mlflow import MlflowClient
+from PIL import Image
+
+from pipeline.evaluate.data import ShardEvalSet
+from pipeline.export.variants import load_variant
+from pipeline.registry.promotion import promote
+from pipeline.registry.pyfunc import encode_image
+from pipeline.serve.__main__ import main as serve_main
+from tests.export.chain import NAME, config, exported, registered, trained
+from tests.model.reference import ref_maxsim
+from tests.registry.servers import free_port, process
+
+ALIAS = "serving"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_qwen2vl_dir):
+    cfg = config(tmp_path_factory, tiny_qwen2vl_dir)
+    cards = registered(tmp_path_factory, tiny_qwen2vl_dir)
+    client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri, registry_uri=cfg.tracking.tracking_uri)
+    promote(client, NAME, ALIAS, 0.0, version=cards["half"]["registered"]["version"])
+    retriever, _ = load_variant(exported(tmp_path_factory, tiny_qwen2vl_dir)["half"][0])
+    return cfg, client, cards, retriever, trained(tmp_path_factory, tiny_qwen2vl_dir)[1]
+
+
+def test_http_serving_matches_direct_encoding(served, tmp_path):
+    cfg, _, _, retriever, _ = served
+    port = free_port()
+    cmd = ["mlflow", "models", "serve", "-m", f"models:/{NAME}@{ALIAS}", "--env-manager", "local",
+           "--host", "127.0.0.1", "--port", str(port)]
+    images = [Image.new("RGB", (112, 112), "white"), Image.effect_noise((168, 112), 40).convert("RGB")]
+    body = {"dataframe_split": {"columns": ["query", "image"], "data": [
+        ["ABC", None], [None, encode_image(images[0])], [None, encode_image(images[1])], ["find XYZ", None]]}}
+    env = {"MLFLOW_TRACKING_URI": cfg.tracking.tracking_uri}
+    with process(cmd, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", timeout=180, env=env) as proc:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            preds = json.loads(r.read())["predictions"]
+        pid = proc.pid
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # stopped
+    want = [retriever.embed(queries=["ABC"])[0], *retriever.embed(pages=images), retriever.embed(queries=["find XYZ"])[0]]
+    assert [p["kind"] for p in preds] == ["query", "page", "page", "query"]
+    for p, w in zip(preds, want):
+        torch.testing.assert_close(torch.tensor(p["vectors"]), w, atol=1e-6, rtol=1e-6)
+    assert torch.tensor(preds[2]["vectors"]).shape == (6, 32)  # a 4 x 6 grid pooled by 2, dim 32
+
+
+def test_index_and_search_match_brute_force(served, tmp_path, capsys):
+    cfg, client, cards, retriever, shards = served
+    common = ["--tracking-uri", cfg.tracking.tracking_uri, "--model", NAME, "--alias", ALIAS,
+              "--index-dir", str(tmp_path / "index")]
+    assert serve_main(["index", *common, "--shards", str(shards), "--split", "train"]) == 0
+    pages = list(ShardEvalSet(shards, "train").pages())
+    index_bytes = (tmp_path / "index" / "index.safetensors").stat().st_size
+    vector_bytes = len(pages) * cards["half"]["bytes_per_page"]  # float16 vectors: the card's bytes/page, exactly
+    assert vector_bytes <= index_bytes < vector_bytes + 1024
+    queries = [pages[3].queries[0], pages[7].queries[0]]
+    capsys.readouterr()
+    assert serve_main(["search", *common, "--query", queries[0], "--query", queries[1], "-k", "3"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    pv = [v.half().float() for v in retriever.embed(pages=[p.image for p in pages])]  # as stored
+    qv = retriever.embed(queries=queries)
+    scores = ref_maxsim([q.tolist() for q in qv], [p.tolist() for p in pv])
+    for line, query, row in zip(lines, queries, scores):
+        best = sorted(range(len(pages)), key=lambda j: -row[j])[:3]
+        assert line["query"] == query and [h["key"] for h in line["results"]] == [pages[j].key for j in best]
+        assert [h["score"] for h in line["results"]] == pytest.approx([row[j] for j in best], abs=1e-4)
+    # The alias moves to another version: the index no longer matches it, and search refuses.
+    client.set_registered_model_alias(NAME, ALIAS, str(cards["full"]["registered"]["version"]))
+    try:
+        assert serve_main(["search", *common, "--query", queries[0]]) == 1
+    finally:
+        client.set_registered_model_alias(NAME, ALIAS, str(cards["half"]["registered"]["version"]))
