@@ -6,6 +6,7 @@ Works the same under `deepspeed --num_gpus N -m pipeline.train ...`, `torchrun -
 """
 
 import sys
+import warnings
 
 from pipeline.config import parse_cli
 from pipeline.logs import setup_logging
@@ -14,6 +15,8 @@ from pipeline.logs import setup_logging
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_cli(argv, description=__doc__.splitlines()[0], shortcuts={"--output-dir": "train.output_dir"})
     setup_logging()
+    # DeepSpeed 0.19 calls torch.distributed APIs that torch 2.13 marks deprecated, once per collective.
+    warnings.filterwarnings("ignore", message=r".*torch\.distributed\..* is deprecated", category=FutureWarning)
     from pipeline.train import dist
     from pipeline.train.loop import train
 

@@ -48,10 +48,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
-def _write_json(path: Path, data: Any) -> None:
+def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _write_text(path, json.dumps(data))
 
 
 class Checkpointer:
@@ -84,7 +88,7 @@ class Checkpointer:
             _write_json(tmp / "trainer_state.json", {**trainer_state, "step": step, "world_size": dist.world_size()})
             shutil.rmtree(self.dir / tag, ignore_errors=True)
             os.replace(tmp, self.dir / tag)
-            _write_json(self.dir / "latest", tag)
+            _write_text(self.dir / "latest", tag)  # plain text, as DeepSpeed's own `latest` file
             self._prune()
             log.info("checkpoint %s", self.dir / tag)
         dist.barrier()

@@ -91,6 +91,7 @@ def install_signal_handlers(stop: dict) -> None:
 def build_run(cfg: Config) -> Run:
     """Process group, model, engine, stream, resume from the latest checkpoint, tracker, signal handlers."""
     dist.init()
+    Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed + dist.rank())
     retriever = build_model(cfg)
     engine, ds_config = build_engine(Encoder(retriever), cfg, dist.world_size())
@@ -143,7 +144,6 @@ def export_final(run: Run) -> Path:
 def train(cfg: Config) -> int:
     """Train to `cfg.train.steps` (resuming if a checkpoint exists); returns the process exit code."""
     run = build_run(cfg)
-    Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=cfg.train.steps, initial=run.step, disable=not dist.is_rank0(), desc="train")
     device, tick, since = dist.device(), time.perf_counter(), 0
     batches = iter(make_loader(run.stream, cfg.data.num_workers))

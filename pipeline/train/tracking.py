@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from pipeline.config import Config, flatten, save_config, to_dict
@@ -23,6 +24,11 @@ def _prepare_uri(uri: str) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     return uri
+
+
+def _param_key(k: str) -> str:
+    """MLflow names allow alphanumerics and _ - . space : / only (config dict keys may hold others, e.g. '+')."""
+    return re.sub(r"[^\w\-. :/]", "_", k)
 
 
 def _param_value(v) -> str:
@@ -57,7 +63,7 @@ class Tracker:
         if resume_id:
             log.info("continuing MLflow run %s", self.run_id)
             return
-        params = {k: _param_value(v) for k, v in flatten(to_dict(self.cfg)).items()}
+        params = {_param_key(k): _param_value(v) for k, v in flatten(to_dict(self.cfg)).items()}
         mlflow.log_params(params)
         mlflow.set_tags({"world_size": dist.world_size(), "zero_stage": ds_config.get("zero_optimization", {}).get("stage")})
         save_config(self.cfg, self.output_dir / "resolved_config.yaml")

@@ -1,0 +1,143 @@
+"""End to end through `python -m pipeline.train` on synthetic shards and the tiny Qwen2-VL retriever: a short run
+lowers the loss and fills one MLflow run (continued after SIGUSR1 preemption); kill -9 then resume on 2 ranks
+gives the uninterrupted run's loss at every later step; final/ holds the consolidated ZeRO-3 weights."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.data.synthetic import write_shards
+from tests.train.launch import ROOT, run, torchrun_cmd
+
+ENV = {"PYTHONPATH": str(ROOT)}
+
+
+def write_config(tmp: Path, name: str, model_dir: Path, shards: Path, **train) -> Path:
+    cfg = {
+        "model": {"name_or_path": str(model_dir), "dim": 32, "exits": [2, 4], "widths": [32, 8], "pools": [1, 2]},
+        "loss": {"temperature": 0.05},
+        "data": {"shards": str(shards), "global_batch": 8, "chunk_size": 4},
+        "train": {"output_dir": str(tmp / name), "lr": 3e-3, "warmup_steps": 3, "log_every": 1, **train},
+        "tracking": {"tracking_uri": f"sqlite:///{tmp / name}.db", "experiment": "test"},
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def metrics(out: Path) -> dict[int, dict]:
+    """step -> the last record logged for it (a resumed run re-logs the steps after its checkpoint)."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows}
+
+
+def start(cmd: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if proc.poll() is not None or time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"condition not reached (exit code {proc.returncode})")
+        time.sleep(0.2)
+
+
+def latest(out: Path) -> str:
+    marker = out / "checkpoints" / "latest"
+    return marker.read_text().strip() if marker.is_file() else ""
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    base = tmp_path_factory.mktemp("shards")
+    return write_shards(base / "small", n_pages=8, shard_size=8), write_shards(base / "big", n_pages=48)
+
+
+def test_short_run_learns_tracks_and_survives_sigusr1(tmp_path, tiny_qwen2vl_dir, shards):
+    cfg = write_config(tmp_path, "run", tiny_qwen2vl_dir, shards[0], steps=12, checkpoint_every=100)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pipeline.train", "--config", str(cfg)]
+    proc = start(cmd)
+    wait_for(lambda: (out / "metrics.jsonl").is_file() and max(metrics(out)) >= 4, proc)
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=120) == 143  # checkpoint saved at the next step boundary, then the preempted code
+    stopped_at = int(latest(out).split("-")[1])
+    assert stopped_at >= 4
+    first_id = json.loads((out / "run.json").read_text())["mlflow_run_id"]
+    done = run(cmd, env=ENV)
+    assert done.returncode == 0, done.stdout[-3000:]
+    record = json.loads((out / "run.json").read_text())
+    assert record["mlflow_run_id"] == first_id and record["steps"] == 12
+
+    losses = [metrics(out)[s]["loss"] for s in range(1, 13)]
+    assert sum(losses[6:]) / 6 < 0.8 * math.log(8), losses  # well below chance (ln 8) on 8 pages
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(record["tracking_uri"])
+    mrun = client.get_run(first_id)
+    assert mrun.info.status == "FINISHED"
+    budgets = [k for k in mrun.data.metrics if k.startswith("loss/")]
+    assert len(budgets) == 8 and "loss/L4-d32-p1" in budgets and "loss/L2-d8-p2" in budgets
+    for key in ("loss/L2-d8-p2", "lr", "samples_per_s", "grad_norm", "skipped_steps"):
+        steps = {m.step for m in client.get_metric_history(first_id, key)}
+        assert set(range(1, 13)) <= steps, key  # one history across the preemption
+    assert mrun.data.params["data.global_batch"] == "8"
+    assert {a.path for a in client.list_artifacts(first_id)} >= {"resolved_config.yaml", "deepspeed_config.json"}
+    assert (out / "resolved_config.yaml").is_file()
+    check_final_weights(out, "step-00000012")
+
+
+def check_final_weights(out: Path, tag: str) -> None:
+    """final/ is safetensors only, loads without DeepSpeed, and equals the consolidated last checkpoint."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    from pipeline.config import ModelConfig
+    from pipeline.model.retriever import Retriever
+
+    assert not [p for p in (out / "final").iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    probe = "import sys; from pipeline.model.retriever import Retriever; Retriever.from_pretrained(sys.argv[1]); " \
+            "assert 'deepspeed' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", probe, str(out / "final")], cwd=ROOT, env={**os.environ, **ENV}
+                          ).returncode == 0
+    final = dict(Retriever.from_pretrained(out / "final", ModelConfig(dtype="float32")).named_parameters())
+    consolidated = get_fp32_state_dict_from_zero_checkpoint(str(out / "checkpoints"), tag=tag)
+    consolidated = {k.removeprefix("retriever."): v for k, v in consolidated.items()}
+    assert set(final) <= set(consolidated)
+    for name, value in final.items():
+        assert torch.equal(value.detach(), consolidated[name]), name
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_losses(tmp_path, tiny_qwen2vl_dir, shards):
+    common = dict(steps=6, checkpoint_every=2, keep_checkpoints=2)
+    ref_cfg = write_config(tmp_path, "ref", tiny_qwen2vl_dir, shards[1], **common)
+    cfg = write_config(tmp_path, "cut", tiny_qwen2vl_dir, shards[1], **common)
+    ref = run(torchrun_cmd(2, "-m", "pipeline.train", "--config", str(ref_cfg)), env=ENV)
+    assert ref.returncode == 0, ref.stdout[-3000:]
+    out = tmp_path / "cut"
+    proc = start(torchrun_cmd(2, "-m", "pipeline.train", "--config", str(cfg)))
+    wait_for(lambda: latest(out) == "step-00000002", proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, no chance to clean up
+    proc.wait()
+    before = metrics(out)
+    resumed = run(torchrun_cmd(2, "-m", "pipeline.train", "--config", str(cfg)), env=ENV)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    want, got = metrics(tmp_path / "ref"), metrics(out)
+    assert max(before) < 6  # the kill did interrupt the run
+    for step in range(1, 7):
+        assert got[step]["loss"] == pytest.approx(want[step]["loss"], abs=1e-6), step
+        assert got[step]["loss/L2-d8-p2"] == pytest.approx(want[step]["loss/L2-d8-p2"], abs=1e-6), step
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-00000004", "step-00000006"]
+    assert not list((out / "checkpoints").glob("tmp-*"))
