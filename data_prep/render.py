@@ -211,6 +211,12 @@ def render(cfg: RenderConfig) -> dict:
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
     cfg = parse_cli(argv, "Render documents into WebDataset shards (a Ray job).", SHORTCUTS)
+    try:  # settings and input are checked before Ray starts: a bad value is one line, not a traceback
+        pages.render_settings(cfg.render)
+        sources.discover(cfg.render.input, cfg.render.queries)
+    except (ValueError, FileNotFoundError) as e:
+        log.error("%s", e)
+        raise SystemExit(2) from None
     try:
         render(cfg.render)
     finally:

@@ -175,9 +175,10 @@ def fact_query(page: PagePlan) -> str:
 
 def synthesize(cfg: SynthConfig) -> Path:
     """Write `doc-NNNNN.pdf` files and `queries.jsonl` ({doc, page, query} lines) into cfg.out_dir."""
+    _page_size(cfg)  # refuse a bad layout before writing anything
+    plans = plan_corpus(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plans = plan_corpus(cfg)
     lines = []
     for d, pages in enumerate(plans):
         name = f"doc-{d:05d}.pdf"
@@ -193,7 +194,11 @@ def synthesize(cfg: SynthConfig) -> Path:
 def main(argv: list[str] | None = None) -> None:
     setup_logging()
     cfg = parse_cli(argv, "Write a deterministic synthetic PDF corpus and its queries.")
-    synthesize(cfg.synth)
+    try:
+        synthesize(cfg.synth)
+    except ValueError as e:  # a config that cannot be laid out (names the key to change)
+        log.error("%s", e)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
