@@ -59,3 +59,20 @@ def test_lora_merged_on_save(tiny_qwen2vl_dir, tmp_path):
     for e in model.exits:
         torch.testing.assert_close(got[e].vectors, want[e].vectors, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(untouched[4].vectors, want[4].vectors, atol=1e-4)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_qwen2vl_dir):
+    grads = []
+    for ckpt in (False, True):
+        model = Retriever.from_pretrained(tiny_qwen2vl_dir, ModelConfig(name_or_path=str(tiny_qwen2vl_dir),
+                                                                        gradient_checkpointing=ckpt))
+        model.train()
+        imgs = [Image.new("RGB", (112, 112), (i * 60, 30 * i, 0)) for i in range(2)]
+        total, _ = matryoshka_loss(model.encode_queries(model.processor.queries(["QXB", "ABC"])),
+                                   model.encode_pages(model.processor.pages(imgs)),
+                                   budget_grid(model.exits, [128, 32], [1, 2]), LossConfig())
+        total.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert set(grads[0]) == set(grads[1]) and any("layers.0." in n for n in grads[0])
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-4, atol=1e-6)
