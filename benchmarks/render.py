@@ -77,7 +77,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-render-"))
     try:
         corpus = synth.synthesize(SynthConfig(out_dir=str(work / "corpus"), n_docs=args.docs, pages_per_doc=args.pages,
-                                              layout="rich", page_size=612, codes_per_page_max=3))
+                                              layout="rich", page_size=612, vocab_size=5000))
         cfg = RenderConfig(input=str(corpus), output=str(work / "shards"), dpi=args.dpi, image_format=args.format,
                            num_cpus=args.cpus, progress=False)
         settings = pages.render_settings(cfg)
