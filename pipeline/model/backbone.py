@@ -123,3 +123,24 @@ def merged_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:
         if base.bias is not None:
             out[f"{name}.bias"] = base.bias.detach().clone()
     return out
+
+
+def merge_lora_dict(state: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
+    """The same merge on a plain state dict (e.g. consolidated from ZeRO-3 partitions): for every
+    `X.base_layer.weight` with `X.lora_A.<name>.weight` [r, in] and `X.lora_B.<name>.weight` [out, r],
+    `X.weight` = base + scaling * B @ A; adapter keys dropped. `scaling` = lora alpha / r."""
+    out = {}
+    for key, value in state.items():
+        if "lora_" in key:
+            continue
+        if ".base_layer." not in key:
+            out[key] = value
+            continue
+        prefix, leaf = key.split(".base_layer.")
+        if leaf == "weight":
+            value = value.clone()
+            for a_key in [k for k in state if k.startswith(prefix + ".lora_A.") and k.endswith(".weight")]:
+                b = state[a_key.replace(".lora_A.", ".lora_B.")]
+                value += scaling * (b.float() @ state[a_key].float()).to(value.dtype)
+        out[f"{prefix}.{leaf}"] = value
+    return out

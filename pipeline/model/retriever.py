@@ -53,6 +53,7 @@ class Retriever(nn.Module):
         self.arch = arch
         self.dim = dim
         self.default_budget = default_budget or Budget(max(heads.exits), dim, 1)
+        self.lora_scaling = 0.0  # alpha / r once LoRA adapters are injected
 
     @property
     def exits(self) -> list[int]:
@@ -98,6 +99,7 @@ class Retriever(nn.Module):
         model = cls(backbone, processor, heads.to(next(backbone.parameters()).device), arch, dim, budget)
         if cfg.lora.r > 0:
             bb.add_lora(backbone, cfg)
+            model.lora_scaling = cfg.lora.alpha / cfg.lora.r
         return model
 
     def save_pretrained(self, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
@@ -111,7 +113,8 @@ class Retriever(nn.Module):
         if state_dict is None:
             backbone_state = bb.merged_state_dict(self.backbone)
         else:
-            backbone_state = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+            backbone_state = bb.merge_lora_dict(
+                {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}, self.lora_scaling)
             with torch.no_grad():
                 self.heads.load_state_dict({k[len("heads."):]: v for k, v in state_dict.items() if k.startswith("heads.")})
         self.backbone.save_pretrained(out, state_dict=backbone_state)
@@ -225,4 +228,6 @@ class Retriever(nn.Module):
         if getattr(tc, "layer_types", None):
             tc.layer_types = list(tc.layer_types)[: budget.layers]
         heads = self.heads.sliced(budget.layers, budget.dim)
-        return Retriever(backbone, self.processor, heads, self.arch, budget.dim, default_budget=budget)
+        variant = Retriever(backbone, self.processor, heads, self.arch, budget.dim, default_budget=budget)
+        variant.lora_scaling = self.lora_scaling
+        return variant

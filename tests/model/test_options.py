@@ -51,13 +51,18 @@ def test_lora_merged_on_save(tiny_qwen2vl_dir, tmp_path):
     one_step(model)  # now A and B are both non-zero: the adapters really change the outputs
     plain = Retriever.from_pretrained(model.save_pretrained(tmp_path / "merged")).eval()
     assert not any("lora_" in n for n, _ in plain.named_parameters())
+    # The same from a detached full state dict (how consolidated ZeRO-3 weights arrive): merged by hand.
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    from_dict = Retriever.from_pretrained(model.save_pretrained(tmp_path / "from-dict", state_dict=state)).eval()
     pages = model.processor.pages([Image.new("RGB", (112, 112), (90, 10, 200))])
     base = Retriever.from_pretrained(tiny_qwen2vl_dir).eval()
     with torch.no_grad():
         want, got = model.encode_pages(pages), plain.encode_pages(pages)
         untouched = base.encode_pages(pages)
+        got_dict = from_dict.encode_pages(pages)
     for e in model.exits:
         torch.testing.assert_close(got[e].vectors, want[e].vectors, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got_dict[e].vectors, want[e].vectors, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(untouched[4].vectors, want[4].vectors, atol=1e-4)
 
 
