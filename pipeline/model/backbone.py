@@ -1,5 +1,4 @@
-"""Loading the VLM backbone (dtype, attention kernel, bitsandbytes quantization), finding its decoder stack, and
-LoRA adapters via peft (injected in place, merged on save)."""
+"""Backbone loading (dtype, attention kernel, bitsandbytes), its decoder stack, and peft LoRA (merged on save)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Turn page images and query texts into model inputs, recording which positions become vectors (image tokens of
-pages, text tokens of queries) and each page's merged patch grid. No torchvision: prompts are built here."""
+"""Page images and query texts -> model inputs plus where the vectors sit (built here: no torchvision needed).
+
+Pages become one vector per image token (row-major over the merged patch grid), queries one per text token.
+"""
 
 from __future__ import annotations
 

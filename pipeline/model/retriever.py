@@ -1,5 +1,7 @@
-"""The budget-elastic late-interaction retriever: a VLM backbone, one projection head per exit, real early exit,
-safetensors save/load, and budget variants (truncated decoder, sliced head) for export and serving."""
+"""The budget-elastic late-interaction retriever: VLM backbone, per-exit heads, real early exit, save/load, variants.
+
+Variants (for_budget) hold only the decoder layers they run and a head sliced to their width.
+"""
 
 from __future__ import annotations
 

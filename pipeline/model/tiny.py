@@ -1,5 +1,7 @@
-"""Tiny random-initialised checkpoints of real VLM architectures (Qwen2-VL, PaliGemma) with locally trained
-tokenizers and image processors, for tests and the demo: no hub access, loaded through the normal path."""
+"""Tiny random Qwen2-VL / PaliGemma checkpoints with locally trained tokenizers, for tests and the demo (no hub).
+
+They are plain VLM checkpoints, loaded through the same from_pretrained path as real weights.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The width x depth x count Matryoshka objective: per-budget MaxSim cross-entropy, weighted over budgets,
-with optional self-distillation of smaller budgets towards the full one."""
+"""The width x depth x count Matryoshka objective: weighted per-budget MaxSim cross-entropy (+ optional KL).
+
+The KL term self-distils each smaller budget's score distribution towards the full budget's (teacher detached).
+"""
 
 from __future__ import annotations
 

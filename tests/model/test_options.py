@@ -1,5 +1,4 @@
-"""Training options on CPU: LoRA adapters (merged on save) and 8-bit QLoRA each take a step that changes exactly
-the intended weights."""
+"""Training options on CPU: LoRA (merged on save), 8-/4-bit QLoRA steps, gradient checkpointing equivalence."""
 
 import pytest
 import torch
@@ -26,7 +25,7 @@ def one_step(model):
     return {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
 
 
-@pytest.mark.parametrize("quantization", ["none", "8bit"])
+@pytest.mark.parametrize("quantization", ["none", "8bit", "4bit"])
 def test_lora_step_changes_only_adapters_and_heads(tiny_qwen2vl_dir, quantization, tmp_path):
     cfg = ModelConfig(name_or_path=str(tiny_qwen2vl_dir), quantization=quantization, lora=LoraConfig(r=4, dropout=0.0))
     model = Retriever.from_pretrained(tiny_qwen2vl_dir, cfg)
@@ -36,10 +35,11 @@ def test_lora_step_changes_only_adapters_and_heads(tiny_qwen2vl_dir, quantizatio
     assert changed and changed <= trainable
     assert {n for n in changed if n.startswith("heads.")} == {n for n in trainable if n.startswith("heads.")}
     assert any("lora_B" in n for n in changed)  # B starts at zero, so the first step moves B (A gets no gradient)
-    if quantization == "8bit":
+    if quantization != "none":
         import bitsandbytes as bnb
 
-        assert any(isinstance(m, bnb.nn.Linear8bitLt) for m in model.backbone.modules())
+        kind = bnb.nn.Linear8bitLt if quantization == "8bit" else bnb.nn.Linear4bit
+        assert any(isinstance(m, kind) for m in model.backbone.modules())
         with pytest.raises(NotImplementedError):
             model.save_pretrained(tmp_path / "quantized")
 

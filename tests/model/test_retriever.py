@@ -1,5 +1,4 @@
-"""The retriever on tiny Qwen2-VL and PaliGemma checkpoints: early exit against the full forward, vectors at the
-right positions, one forward for all budgets, save/load and budget variants."""
+"""The retriever on tiny Qwen2-VL and PaliGemma: early exit, vector positions, save/load, budget variants."""
 
 import json
 import logging
