@@ -58,6 +58,22 @@ def prepare(cfg: Config, out: Path) -> tuple[Path, Path, list[str]]:
     return train_shards, eval_shards, vocab
 
 
+def share_last_head(src: Path, dst: Path) -> Path:
+    """Copy a saved retriever, giving every exit the last exit's trained head: the honest truncation baseline
+    for depth (a full-budget-only run trains no other head)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    heads = load_file(str(src / "heads.safetensors"))
+    last = max(int(k.split(".")[0]) for k in heads)
+    save_file({k: heads[f"{last}.{k.split('.', 1)[1]}"].clone() for k in heads}, str(dst / "heads.safetensors"))
+    return dst
+
+
 def run_one(cfg: Config, out: Path, recipe: str, seed: int, shards: tuple[Path, Path], vocab: list[str]) -> dict:
     """Build the seed's random model, train one recipe, evaluate the grid; returns the eval results."""
     from pipeline.model.tiny import build_tiny_qwen2vl
@@ -75,7 +91,11 @@ def run_one(cfg: Config, out: Path, recipe: str, seed: int, shards: tuple[Path, 
     threads = max(1, (os.cpu_count() or 2) // cfg.experiment.parallel)
     _run([PY, "-m", "pipeline.train", *common, f"data.shards={shards[0]}", f"train.seed={seed}",
           f"data.seed={seed}", *cfg.experiment.recipes[recipe]], run_dir / "train.log", threads)
-    _run([PY, "-m", "pipeline.evaluate", *common, f"eval.shards={shards[1]}"], run_dir / "eval.log", threads)
+    evaluated = run_dir / "final"
+    if recipe in cfg.experiment.last_head_recipes:
+        evaluated = share_last_head(evaluated, run_dir / "final-last-head")
+    _run([PY, "-m", "pipeline.evaluate", *common, f"eval.shards={shards[1]}", f"eval.model={evaluated}"],
+         run_dir / "eval.log", threads)
     log.info("done: %s seed %d", recipe, seed)
     return json.loads(results.read_text())
 

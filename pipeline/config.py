@@ -228,11 +228,12 @@ class ExperimentConfig:
     recipes: dict[str, list[str]] = field(
         default_factory=lambda: {
             "truncation": ["loss.budgets=full"],
-            "2d": ["loss.budgets=2d"],
-            "3d": ["loss.budgets=grid"],
-            "3d+distill": ["loss.budgets=grid", "loss.distill_weight=1.0"],
+            "2d": ["loss.budgets=2d", "loss.sample_k=6"],
+            "3d": ["loss.budgets=grid", "loss.sample_k=6"],
+            "3d+distill": ["loss.budgets=grid", "loss.sample_k=6", "loss.distill_weight=1.0"],
         }
     )  # name -> dotted overrides of the run config
+    last_head_recipes: list[str] = field(default_factory=lambda: ["truncation"])  # evaluated with the last head at every exit
     eval_docs: int = 67  # held-out documents of a separate corpus (unique answer codes)
     parallel: int = 2  # runs at once (each a single-rank DeepSpeed process)
 
