@@ -82,6 +82,11 @@ class RayHead:
         self.proc: subprocess.Popen | None = None
         self.temp_dir = ""
 
+    @property
+    def gcs_address(self) -> str:
+        """What `ray.init(address=...)` takes to join this head as a driver."""
+        return f"127.0.0.1:{self.ports['port']}"
+
     def start(self, timeout: float = 90) -> str:
         """Start the head and wait until its job API answers; returns the job API address."""
         self.temp_dir = tempfile.mkdtemp(prefix="rayh")  # short: Ray's unix sockets live under it

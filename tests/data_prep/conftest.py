@@ -15,10 +15,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def ray_head():
-    """A real `ray start --head --block` on free 127.0.0.1 ports; yields the job API address, stopped by PID."""
+    """A real `ray start --head --block` on free 127.0.0.1 ports; yields the RayHead (job API at .address), stopped by PID."""
     head = RayHead(num_cpus=2)
     try:
-        yield head.start()
+        head.start()
+        yield head
     finally:
         head.stop()
         assert head.proc is None

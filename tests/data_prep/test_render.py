@@ -39,10 +39,10 @@ def plain_render(corpus: Path, out: Path, *extra: str, **kw) -> subprocess.Popen
 def job_out(ray_head, corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shards")
     try:
-        res = submit_render_job(ray_head, str(corpus), str(out), ARGS, working_dir=ROOT, timeout=240)
+        res = submit_render_job(ray_head.address, str(corpus), str(out), ARGS, working_dir=ROOT, timeout=240)
     except subprocess.CalledProcessError as e:
         raise AssertionError(f"job failed:\n{e.stdout[-3000:]}\n{e.stderr[-3000:]}") from e
-    assert res.args == ["ray", "job", "submit", "--address", ray_head, "--working-dir", str(ROOT), "--", "python",
+    assert res.args == ["ray", "job", "submit", "--address", ray_head.address, "--working-dir", str(ROOT), "--", "python",
                         "data_prep/render.py", "--input", str(corpus), "--output", str(out), *ARGS]
     return out
 
@@ -216,3 +216,27 @@ def test_kill_9_then_rerun_gives_the_manifest_of_an_uninterrupted_run(corpus, jo
     assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept  # finished shards were kept, not redone
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in job_out.iterdir())
 
+
+
+def test_a_page_that_kills_its_worker_costs_only_that_page(ray_head):
+    """A hard crash (not an exception) in a page range: the range is re-run page by page, the rest is kept."""
+    import ray
+
+    from data_prep.render import _isolate
+
+    def pages_or_crash(jobs, settings):
+        if any(j["key"] == "bad" for j in jobs):
+            os._exit(1)  # what a segfault in a native renderer looks like to Ray
+        return [{"key": j["key"], "image": b"i", "json": b"{}"} for j in jobs]
+
+    ray.init(address=ray_head.gcs_address, log_to_driver=False)
+    try:
+        task = ray.remote(max_retries=0)(pages_or_crash)
+        jobs = [{"key": k} for k in ("a", "bad", "c")]
+        with pytest.raises(ray.exceptions.RayError):
+            ray.get(task.remote(jobs, {}))
+        out = _isolate(task, jobs, {})
+    finally:
+        ray.shutdown()
+    assert [r["key"] for r in out] == ["a", "bad", "c"]
+    assert "error" not in out[0] and "error" not in out[2] and out[1]["error"].startswith("worker failed")
