@@ -126,8 +126,8 @@ def _finish_shard(out_dir: Path, sp: shards.ShardPlan, results: list[dict], ext:
     written = shards.write_shard(out_dir / sp.name, samples)
     entry = {"name": sp.name, "split": sp.split, "samples": len(samples), **written, "plan": sp.plan}
     by_key = {j["key"]: j for j in sp.jobs}
-    bad = [{"source": by_key[r["key"]]["source"], "page": by_key[r["key"]]["page"], "reason": f"render failed: {r['error']}"}
-           for r in results if "error" in r]
+    bad = [{"source": by_key[r["key"]]["source"], "page": by_key[r["key"]]["page"],
+            "reason": f"render failed: {r['error']}"} for r in results if "error" in r]
     if bad:
         entry["rejected_pages"] = bad
     return entry
@@ -165,7 +165,8 @@ def make_shards(todo: list[shards.ShardPlan], settings: dict, out_dir: Path, cfg
         bar.update(len(jobs))
         if len(buffers[s]) == chunks[s]:
             parts = buffers.pop(s)
-            entry = _finish_shard(out_dir, todo[s], [r for k in sorted(parts) for r in parts[k]], pages.EXT[settings["image_format"]])
+            results = [r for k in sorted(parts) for r in parts[k]]
+            entry = _finish_shard(out_dir, todo[s], results, pages.EXT[settings["image_format"]])
             done[entry["name"]] = entry
             shards.save_partial(out_dir, list(done.values()))
     bar.close()
@@ -183,7 +184,8 @@ def render(cfg: RenderConfig) -> dict:
     fp = sources.fingerprint(docs, rejects, queries)
     plans = shards.plan_shards(docs, queries, settings)
     known = shards.known_entries(out_dir)
-    done = {sp.name: known[sp.name] for sp in plans if shards.shard_still_good(out_dir / sp.name, known.get(sp.name), sp.plan)}
+    done = {sp.name: known[sp.name] for sp in plans
+            if shards.shard_still_good(out_dir / sp.name, known.get(sp.name), sp.plan)}
     todo = [sp for sp in plans if sp.name not in done]
     log.info("%d documents (%d pages), %d rejected; %d shards kept, %d to make", len(docs),
              sum(d.pages for d in docs), len(rejects), len(done), len(todo))
@@ -191,10 +193,13 @@ def render(cfg: RenderConfig) -> dict:
     make_shards(todo, settings, out_dir, cfg, done)
     if todo:
         n = sum(len(sp.jobs) for sp in todo)
-        log.info("rendered %d pages in %.1f s (%.1f pages/s)", n, time.perf_counter() - t0, n / (time.perf_counter() - t0))
+        took = time.perf_counter() - t0
+        log.info("rendered %d pages in %.1f s (%.1f pages/s)", n, took, n / took)
     entries = [done[sp.name] for sp in plans]
-    page_rejects = [sources.Reject(r["source"], r["reason"], r["page"]) for e in entries for r in e.get("rejected_pages", [])]
-    extra = {"documents": len(docs), "pages": sum(e["samples"] for e in entries), "rejects": len(rejects) + len(page_rejects),
+    page_rejects = [sources.Reject(r["source"], r["reason"], r["page"])
+                    for e in entries for r in e.get("rejected_pages", [])]
+    extra = {"documents": len(docs), "pages": sum(e["samples"] for e in entries),
+             "rejects": len(rejects) + len(page_rejects),
              "queries": {"attached": sum(len(v) for v in queries.values()), "unmatched": unmatched}}
     manifest = shards.build_manifest(settings, fp, entries, extra)
     changed = shards.write_if_changed(out_dir / shards.REJECTS, shards.rejects_bytes(rejects + page_rejects))
@@ -204,7 +209,8 @@ def render(cfg: RenderConfig) -> dict:
     removed = shards.remove_stale(out_dir, {sp.name for sp in plans})
     if removed:
         log.info("removed %d stale files: %s", len(removed), ", ".join(removed[:5]))
-    log.info("%s %s: %s", "wrote" if changed or todo else "nothing changed in", out_dir / shards.MANIFEST, manifest["splits"])
+    verb = "wrote" if changed or todo else "nothing changed in"
+    log.info("%s %s: %s", verb, out_dir / shards.MANIFEST, manifest["splits"])
     return manifest
 
 
