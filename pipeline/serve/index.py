@@ -63,9 +63,15 @@ class Index:
         return Index(tensors["vectors"], tensors["offsets"], keys, info)
 
     def pages(self, start: int, stop: int) -> MultiVector:
-        """Pages [start, stop) as a padded float32 MultiVector [stop - start, max n, dim]."""
-        o = self.offsets.tolist()
-        return pad([self.vectors[o[i] : o[i + 1]] for i in range(start, min(stop, len(self.keys)))])
+        """Pages [start, stop) as a padded float32 MultiVector [stop - start, max n, dim] (one gather, no loop)."""
+        stop = min(stop, len(self.keys))
+        first, lengths = self.offsets[start:stop], self.offsets[start + 1 : stop + 1] - self.offsets[start:stop]
+        n = max(int(lengths.max()), 1) if stop > start else 1
+        slot = torch.arange(n)
+        mask = slot[None, :] < lengths[:, None]  # [b, n]
+        rows = (first[:, None] + slot[None, :]).clamp(max=max(len(self.vectors) - 1, 0))
+        vectors = self.vectors[rows].float() * mask[..., None]
+        return MultiVector(vectors, mask)
 
     def chunks(self, size: int = 512):
         for start in range(0, len(self.keys), size):
