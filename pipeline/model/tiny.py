@@ -6,6 +6,7 @@ They are plain VLM checkpoints, loaded through the same from_pretrained path as 
 from __future__ import annotations
 
 import itertools
+import logging
 import string
 from pathlib import Path
 
@@ -143,3 +144,22 @@ def build_tiny_paligemma(
     SiglipImageProcessorPil(size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3,
                             image_std=[0.5] * 3).save_pretrained(out)
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m pipeline.model.tiny [--config FILE] [--out DIR]`: write the tiny Qwen2-VL to model.name_or_path,
+    with the synthetic corpus's code vocabulary (synth.*) as single tokens."""
+    from data_prep.synth import code_vocab
+    from pipeline.config import parse_cli
+    from pipeline.logs import setup_logging
+
+    setup_logging()
+    cfg = parse_cli(argv, main.__doc__.splitlines()[0], {"--out": "model.name_or_path"})
+    words = code_vocab(cfg.synth.vocab_size, cfg.synth.code_len, cfg.synth.vocab_seed)
+    out = build_tiny_qwen2vl(cfg.model.name_or_path, words=words, vocab_size=max(2048, 2 * len(words) + 1800),
+                             seed=cfg.train.seed)
+    logging.getLogger(__name__).info("tiny Qwen2-VL written to %s (%d code words)", out, len(words))
+
+
+if __name__ == "__main__":
+    main()

@@ -21,3 +21,12 @@ def test_tiny_qwen2vl_is_deterministic_and_tokenises_codes(tiny_qwen2vl_dir, tmp
 
     grid = AutoImageProcessor.from_pretrained(tiny_qwen2vl_dir)(images=[Image.new("RGB", (112, 112))])["image_grid_thw"]
     assert [list(map(int, g)) for g in grid] == [[1, 8, 8]]  # 8 x 8 patches -> 4 x 4 = 16 merged tokens
+
+
+def test_cli_makes_every_synthetic_code_one_token(tmp_path):
+    from data_prep.synth import code_vocab
+    from pipeline.model.tiny import main
+
+    main(["--out", str(tmp_path / "cli"), "synth.vocab_size=60", "synth.vocab_seed=3"])
+    tok = AutoTokenizer.from_pretrained(tmp_path / "cli")
+    assert all(len(tok(c).input_ids) == 1 for c in code_vocab(60, 3, 3))
