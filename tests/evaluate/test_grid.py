@@ -14,6 +14,7 @@ from pipeline.evaluate.data import ParquetEvalSet, ShardEvalSet
 from pipeline.evaluate.report import pareto_front
 from pipeline.model.budgets import Budget
 from pipeline.model.retriever import Retriever
+from pipeline.registry.register import ensure_experiment
 from tests.evaluate.test_metrics import hand_metrics
 from tests.export.chain import config, trained
 from tests.model.reference import ref_maxsim
@@ -26,10 +27,11 @@ def evaluated(tmp_path_factory, tiny_qwen2vl_dir):
     cfg = config(tmp_path_factory, tiny_qwen2vl_dir, f"eval.output_dir={out}", "eval.index_dtype=float32",
                  "model.widths=[128, 32]", "model.pools=[1, 2]")
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
-    with mlflow.start_run() as training_run:  # stands in for the training run that wrote run.json
+    experiment = ensure_experiment(mlflow.MlflowClient(cfg.tracking.tracking_uri), cfg.tracking)  # artifacts in tmp
+    with mlflow.start_run(experiment_id=experiment) as training_run:  # stands in for the run that wrote run.json
         pass
     run_json = {"mlflow_run_id": training_run.info.run_id, "tracking_uri": cfg.tracking.tracking_uri,
-                "experiment": "Default", "steps": 7}
+                "experiment": cfg.tracking.experiment, "steps": 7}
     (model_dir.parent / "run.json").write_text(json.dumps(run_json))
     try:
         results = run(cfg)
