@@ -7,7 +7,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from pipeline.registry.promotion import Standing, gate, promote
+from pipeline.registry.promotion import Standing, describe, gate, promote
 from tests.registry.servers import tracking_server
 
 NAME = "retriever-test"
@@ -75,6 +75,9 @@ def test_promotion_against_live_server(tmp_path):
         refused = _cli(uri, "--alias", "balanced", "--max-bytes-per-page", "300", "promote.tolerance=0.0")
         assert refused.returncode == 1 and len(refused.stdout.strip().splitlines()) == 1
         assert client.get_model_version_by_alias(NAME, "balanced").version == str(v5)
+        listing = {line.split()[0]: line for line in describe(client, NAME)[1:]}
+        assert listing[str(v5)].endswith("balanced") and "0.7980" in listing[str(v5)]
+        assert not listing[str(v2)].endswith("balanced")
 
         local = mlflow.artifacts.download_artifacts(f"models:/{NAME}@balanced", dst_path=str(tmp_path / "dl"))
         assert (tmp_path / "dl").exists() and "0.798 fpA" in open(f"{local}/weights.txt").read()
