@@ -16,8 +16,9 @@ class _MaxSim(torch.autograd.Function):
     """Per (query vector, page) the best masked dot product, with a backward that touches only the winners.
 
     Forward: one GEMM [Bq*Nq, D+1] x [D+1, Bp*Np] with the page mask riding as an extra coordinate (query 1,
-    page 0 or -PAD_SCORE), so the similarity comes out already masked, then a max. Backward: gathers the winning
-    page vectors instead of two more GEMMs over the whole similarity, and saves only the winners' indices.
+    page 0 or -PAD_SCORE), so the similarity comes out already masked with no second pass over it, then a max
+    with its argmax. Backward: gathers the winning page vectors instead of two more GEMMs
+    over the whole similarity, and saves only the winners' indices.
     """
 
     @staticmethod
@@ -27,7 +28,8 @@ class _MaxSim(torch.autograd.Function):
         m = pmask.unsqueeze(-1)
         qa = torch.cat([qv, qv.new_ones(bq, nq, 1)], dim=-1).reshape(bq * nq, d + 1)
         pa = torch.cat([pv * m, (m.to(pv.dtype) - 1) * PAD_SCORE], dim=-1).reshape(bp * np_, d + 1)
-        best, idx = (qa @ pa.T).view(bq, nq, bp, np_).max(dim=-1)  # [Bq, Nq, Bp]
+        sim = (qa @ pa.T).view(bq, nq, bp, np_)
+        best, idx = sim.max(dim=-1)  # [Bq, Nq, Bp]
         valid = best > -PAD_SCORE / 2  # False only for pages without a real vector
         ctx.save_for_backward(qv, pv, idx, valid)
         return torch.where(valid, best, torch.zeros_like(best))
@@ -49,14 +51,30 @@ class _MaxSim(torch.autograd.Function):
         return dq, dp, None
 
 
+def _best_no_grad(qv: torch.Tensor, pv: torch.Tensor, pmask: torch.Tensor) -> torch.Tensor:
+    """Inference path: a plain GEMM, masked in place only when some page has padding (one host read of the mask,
+    fine outside the training step). [Bq, Nq, D], [Bp, Np, D], [Bp, Np] -> [Bq, Nq, Bp]."""
+    bq, nq, d = qv.shape
+    bp, np_, _ = pv.shape
+    sim = (qv.reshape(bq * nq, d) @ pv.reshape(bp * np_, d).T).view(bq, nq, bp, np_)
+    if not bool(pmask.all()):
+        sim.masked_fill_(~pmask.view(1, 1, bp, np_), -PAD_SCORE)
+    best = sim.amax(dim=-1)
+    return torch.where(best > -PAD_SCORE / 2, best, torch.zeros_like(best))
+
+
 def maxsim(q: MultiVector, p: MultiVector) -> torch.Tensor:
     """Score every query against every page: sum over real query vectors of the best dot product with a real
     page vector. Padding never contributes, so a page's score does not depend on its batch neighbours; a page
-    with no real vector contributes 0 per query vector. Differentiable in both vector sets.
+    with no real vector contributes 0 per query vector. Differentiable in both vector sets (no host sync then).
 
     q.vectors [Bq, Nq, D], p.vectors [Bp, Np, D] -> scores [Bq, Bp] (float32 for half inputs).
     """
-    best = _MaxSim.apply(q.vectors, p.vectors, p.mask.to(p.vectors.device))  # [Bq, Nq, Bp]
+    pmask = p.mask.to(p.vectors.device)
+    if torch.is_grad_enabled() and (q.vectors.requires_grad or p.vectors.requires_grad):
+        best = _MaxSim.apply(q.vectors, p.vectors, pmask)  # [Bq, Nq, Bp]
+    else:
+        best = _best_no_grad(q.vectors, p.vectors, pmask)
     if best.dtype in (torch.float16, torch.bfloat16):
         best = best.float()  # sum many vectors' maxima at float32
     return torch.einsum("qnp,qn->qp", best, q.mask.to(best.device, best.dtype))

@@ -76,8 +76,11 @@ def test_gradients_match_autograd_reference():
     grads = []
     for fn in (maxsim, autograd_reference):
         qv, pv = q.vectors.clone().requires_grad_(), p.vectors.clone().requires_grad_()
-        (fn(MultiVector(qv, q.mask), MultiVector(pv, p.mask)) * weights).sum().backward()
-        grads.append((qv.grad, pv.grad))
+        scores = fn(MultiVector(qv, q.mask), MultiVector(pv, p.mask))
+        (scores * weights).sum().backward()
+        grads.append((qv.grad, pv.grad, scores.detach()))
+    torch.testing.assert_close(grads[0][2], grads[1][2])  # the training path scores like the inference path
+    torch.testing.assert_close(grads[0][2], maxsim(q, p))
     torch.testing.assert_close(grads[0][0], grads[1][0])
     torch.testing.assert_close(grads[0][1], grads[1][1])
     assert torch.all(grads[0][1][2] == 0) and torch.all(grads[0][1][~p.mask] == 0)
