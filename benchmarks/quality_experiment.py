@@ -36,11 +36,8 @@ def _run(cmd: list[str], log_file: Path, threads: int | None = None) -> None:
         raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({res.returncode}); see {log_file}")
 
 
-def prepare(cfg: Config, out: Path) -> tuple[Path, Path, list[str]]:
-    """Synthesise and render the training corpus and the held-out eval corpus; returns their shard dirs and
-    the code vocabulary (the tiny tokenizer learns each code as one token)."""
-    from data_prep.synth import code_vocab
-
+def prepare(cfg: Config, out: Path) -> tuple[Path, Path]:
+    """Synthesise and render the training corpus and the held-out eval corpus; returns their shard dirs."""
     train_shards, eval_shards = out / "shards-train", out / "shards-eval"
     corpora = [  # (corpus dir, shard dir, synth overrides, render overrides)
         (out / "corpus-train", train_shards, [], ["render.eval_fraction=0.0"]),
@@ -54,8 +51,7 @@ def prepare(cfg: Config, out: Path) -> tuple[Path, Path, list[str]]:
         _run([PY, "data_prep/synth.py", *conf, f"synth.out_dir={corpus}", *synth], out / f"{shards.name}.synth.log")
         _run([PY, "data_prep/render.py", *conf, "--input", str(corpus), "--output", str(shards), *render],
              out / f"{shards.name}.render.log")
-    vocab = code_vocab(cfg.synth.vocab_size, cfg.synth.code_len, cfg.synth.vocab_seed)
-    return train_shards, eval_shards, vocab
+    return train_shards, eval_shards
 
 
 def share_last_head(src: Path, dst: Path) -> Path:
@@ -74,18 +70,17 @@ def share_last_head(src: Path, dst: Path) -> Path:
     return dst
 
 
-def run_one(cfg: Config, out: Path, recipe: str, seed: int, shards: tuple[Path, Path], vocab: list[str]) -> dict:
+def run_one(cfg: Config, out: Path, recipe: str, seed: int, shards: tuple[Path, Path]) -> dict:
     """Build the seed's random model, train one recipe, evaluate the grid; returns the eval results."""
-    from pipeline.model.tiny import build_tiny_qwen2vl
-
     run_dir = out / "runs" / f"{recipe}-s{seed}"
     results = run_dir / "eval" / "results.json"
     if results.exists():
         return json.loads(results.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     model_dir = out / "models" / f"tiny-s{seed}"
-    if not (model_dir / "config.json").exists():
-        build_tiny_qwen2vl(model_dir, words=vocab, seed=seed)
+    if not (model_dir / "config.json").exists():  # random init, the seed's own; codes are single tokens
+        _run([PY, "-m", "pipeline.model.tiny", "--config", str(out / "config.yaml"), "--out", str(model_dir),
+              f"train.seed={seed}"], out / f"tiny-s{seed}.log")
     common = ["--config", str(out / "config.yaml"), f"model.name_or_path={model_dir}",
               f"train.output_dir={run_dir}", f"tracking.run_name={recipe}-s{seed}"]
     threads = max(1, (os.cpu_count() or 2) // cfg.experiment.parallel)
@@ -161,10 +156,10 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(cfg.experiment.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    shards_train, shards_eval, vocab = prepare(cfg, out)
+    shards = prepare(cfg, out)
     jobs = [(r, s) for s in cfg.experiment.seeds for r in cfg.experiment.recipes]
     with ThreadPoolExecutor(cfg.experiment.parallel) as pool:
-        done = list(pool.map(lambda j: run_one(cfg, out, j[0], j[1], (shards_train, shards_eval), vocab), jobs))
+        done = list(pool.map(lambda j: run_one(cfg, out, j[0], j[1], shards), jobs))
     results: dict[str, list[dict]] = {}
     for (recipe, _), res in zip(jobs, done):
         results.setdefault(recipe, []).append(res)
