@@ -49,7 +49,8 @@ def test_http_serving_matches_direct_encoding(served, tmp_path):
         pid = proc.pid
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # stopped
-    want = [retriever.embed(queries=["ABC"])[0], *retriever.embed(pages=images), retriever.embed(queries=["find XYZ"])[0]]
+    want = [retriever.embed(queries=["ABC"])[0], *retriever.embed(pages=images),
+            retriever.embed(queries=["find XYZ"])[0]]
     assert [p["kind"] for p in preds] == ["query", "page", "page", "query"]
     for p, w in zip(preds, want):
         torch.testing.assert_close(torch.tensor(p["vectors"]), w, atol=1e-6, rtol=1e-6)
