@@ -31,8 +31,12 @@ class ExitHeads(nn.Module):
         """[..., hidden] -> [..., dim] (not normalised)."""
         return self.proj[str(exit_)](hidden)
 
-    def save(self, directory: str | Path) -> None:
-        tensors = {f"{k}.{n}": p.detach().cpu().contiguous() for k, lin in self.proj.items() for n, p in lin.named_parameters()}
+    def save(self, directory: str | Path, state: dict[str, torch.Tensor] | None = None) -> None:
+        """Write heads.safetensors from the live weights, or from `state` (this module's state_dict keys
+        `proj.<exit>.weight|bias`, e.g. consolidated from ZeRO-3 partitions)."""
+        if state is None:
+            state = {f"proj.{k}.{n}": p for k, lin in self.proj.items() for n, p in lin.named_parameters()}
+        tensors = {k[len("proj."):]: v.detach().cpu().contiguous() for k, v in state.items()}
         save_file(tensors, str(Path(directory) / HEADS_FILE))
 
     def load(self, directory: str | Path) -> None:

@@ -113,14 +113,13 @@ class Retriever(nn.Module):
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         if state_dict is None:
-            backbone_state = bb.merged_state_dict(self.backbone)
+            backbone_state, heads_state = bb.merged_state_dict(self.backbone), None
         else:
             backbone_state = bb.merge_lora_dict(
                 {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}, self.lora_scaling)
-            with torch.no_grad():
-                self.heads.load_state_dict({k[len("heads."):]: v for k, v in state_dict.items() if k.startswith("heads.")})
+            heads_state = {k[len("heads."):]: v for k, v in state_dict.items() if k.startswith("heads.")}
         self.backbone.save_pretrained(out, state_dict=backbone_state)
-        self.heads.save(out)
+        self.heads.save(out, heads_state)
         (out / RETRIEVER_CONFIG).write_text(json.dumps({
             "format": 1, "arch": self.arch, "exits": self.exits, "dim": self.dim, "num_layers": self.num_layers,
             "default_budget": self.default_budget.as_dict(), "query_prefix": self.processor.query_prefix,
