@@ -218,10 +218,18 @@ class LocalSlurm:
         raise TimeoutError(f"job {job_id} not in {states} (restarts>={restarts}) after {timeout:.0f} s: {info}\n"
                            f"{self.logs_tail(1500)}")
 
+    def job_events(self, job_id: int) -> str:
+        """slurmctld's log lines about one job (for assertion messages)."""
+        log = self.state / "log" / "slurmctld.log"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        return "\n".join(line for line in lines if f"JobId={job_id} " in line + " " or f"job {job_id}" in line)
+
     def release_requeued(self, job_id: int, timeout: float = 120) -> None:
-        """Slurm holds a requeued job ~2 min (BeginTime); once it pends again, make it eligible now."""
-        self.wait_job(job_id, {"PENDING", "RUNNING", "COMPLETING", "COMPLETED"}, timeout, restarts=1)
-        self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=False)
+        """Slurm holds a requeued job ~2 min (BeginTime); once it pends again, make it eligible now. (Updating
+        it earlier, while the first run is still COMPLETING, can fail the job.)"""
+        info = self.wait_job(job_id, {"PENDING", "RUNNING", "COMPLETED", "FAILED"}, timeout, restarts=1)
+        if info["JobState"] == "PENDING":
+            self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=False)
 
     def drain_jobs(self, timeout: float = 40) -> None:
         """Cancel every job of this user and wait (bounded) until the queue is empty."""

@@ -28,7 +28,8 @@ def slurm_cluster():
         yield cluster
     finally:
         cluster.stop()
-        shutil.rmtree(state, ignore_errors=True)
+        if not os.environ.get("SLURM_TEST_KEEP"):  # set it to keep slurm.conf and the daemons' logs
+            shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture

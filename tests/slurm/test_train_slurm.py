@@ -1,0 +1,108 @@
+"""`sbatch slurm/train_8node.sh` running the real `python -m pipeline.train`: 8 ranks on 8 nodes under ZeRO-3 on CPU,
+then a USR1 part-way: checkpoint, requeue, resume in the same MLflow run with the uninterrupted run's losses."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.slurm.jobs import FINAL, batch_log, node_logs, read_jsonl, submit
+
+pytestmark = pytest.mark.slurm
+STEPS = 3
+
+
+def _overrides(model: Path, shards: Path, out: Path) -> str:
+    """A tiny run: global batch 8 = one pair per rank, loss logged every step, a checkpoint every 2 steps."""
+    return " ".join([
+        f"model.name_or_path={model}", f"data.shards={shards}", f"train.output_dir={out / 'run'}",
+        f"tracking.tracking_uri=sqlite:///{out / 'mlruns.db'}", "tracking.system_metrics=false",
+        f"train.steps={STEPS}", "train.log_every=1", "train.checkpoint_every=2", "train.warmup_steps=1",
+        "data.global_batch=8", "data.chunk_size=1"])
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    from tests.data.synthetic import write_shards
+
+    return write_shards(tmp_path_factory.mktemp("slurm-shards"), n_pages=64, shard_size=8)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(slurm_cluster, tiny_qwen2vl_dir, shards, tmp_path_factory):
+    """One unmodified `sbatch slurm/train_8node.sh` of the tiny recipe, run to the end; shared by both tests."""
+    out = tmp_path_factory.mktemp("slurm-train")
+    env = {"GPUS_PER_NODE": "0", "LOG_DIR": str(out / "logs"), "OMP_NUM_THREADS": "1", "CONFIG": "configs/tiny.yaml",
+           "OVERRIDES": _overrides(tiny_qwen2vl_dir, shards, out)}
+    job = submit(slurm_cluster, out, env)
+    info = slurm_cluster.wait_job(job, FINAL, timeout=420)
+    return job, info, out
+
+
+def _losses(out: Path) -> list[tuple[int, float]]:
+    return [(m["step"], m["loss"]) for m in read_jsonl(out / "run" / "metrics.jsonl")]
+
+
+def _mlflow_loss(out: Path) -> tuple[str, list[tuple[int, float]], str]:
+    from mlflow import MlflowClient
+
+    run = json.loads((out / "run" / "run.json").read_text())
+    client = MlflowClient(tracking_uri=run["tracking_uri"])
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run["mlflow_run_id"], "loss"))
+    return run["mlflow_run_id"], history, client.get_run(run["mlflow_run_id"]).info.status
+
+
+def test_eight_nodes_train_under_zero3(uninterrupted):
+    """All 8 ranks joined one world (each saved its own ZeRO-3 partition), the loss reached MLflow, checkpoints
+    and the consolidated final weights exist."""
+    job, info, out = uninterrupted
+    assert info["JobState"] == "COMPLETED", batch_log(out, job) + node_logs(out)
+    rank0 = (out / "logs").glob(f"*-{job}-r0-node0.log")
+    assert "process group: 8 ranks via torchrun" in next(rank0).read_text()
+    ckpts = sorted(p.name for p in (out / "run" / "checkpoints").glob("step-*"))
+    assert ckpts == ["step-00000002", f"step-{STEPS:08d}"]
+    for ckpt in ckpts:
+        parts = sorted((out / "run" / "checkpoints" / ckpt).glob("zero_pp_rank_*_mp_rank_00_optim_states.pt"))
+        assert [p.name.split("_")[3] for p in parts] == [str(r) for r in range(8)]
+    run_id, history, status = _mlflow_loss(out)
+    assert [s for s, _ in history] == list(range(1, STEPS + 1)) and status == "FINISHED"
+    assert [v for _, v in history] == pytest.approx([v for _, v in _losses(out)])
+    assert (out / "run" / "final").is_dir() and any((out / "run" / "final").glob("*.safetensors"))
+    assert len(list((out / "logs").glob(f"*-{job}-r0-node*.log"))) == 8
+
+
+def test_usr1_resumes_with_the_uninterrupted_losses(slurm_cluster, uninterrupted, tiny_qwen2vl_dir, shards,
+                                                    tmp_path):
+    """USR1 to the batch shell after step 1: checkpoint, requeue, resume; same MLflow run, same loss per step."""
+    ref_job, ref_info, ref_out = uninterrupted
+    assert ref_info["JobState"] == "COMPLETED", batch_log(ref_out, ref_job)
+    env = {"GPUS_PER_NODE": "0", "LOG_DIR": str(tmp_path / "logs"), "OMP_NUM_THREADS": "1",
+           "CONFIG": "configs/tiny.yaml", "OVERRIDES": _overrides(tiny_qwen2vl_dir, shards, tmp_path)}
+    job = submit(slurm_cluster, tmp_path, env)
+    deadline = time.time() + 300
+    while not _losses(tmp_path):
+        assert time.time() < deadline and slurm_cluster.job(job).get("JobState") in {"PENDING", "RUNNING"}, \
+            batch_log(tmp_path, job) + node_logs(tmp_path)
+        time.sleep(0.5)
+    slurm_cluster.run("scancel", "--batch", "--signal=USR1", str(job))
+    slurm_cluster.release_requeued(job, timeout=180)
+    first_run_id = json.loads((tmp_path / "run" / "run.json").read_text())["mlflow_run_id"]
+    stopped_at = len(_losses(tmp_path))
+    info = slurm_cluster.wait_job(job, FINAL, timeout=300, restarts=1)
+    log = batch_log(tmp_path, job)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", \
+        f"{info}\n{slurm_cluster.job_events(job)}\n{log}\n{node_logs(tmp_path)}"
+    assert "got SIGUSR1" in log and "requeueing" in log and "attempt 1]" in log
+    assert 1 <= stopped_at < STEPS  # the first attempt stopped part-way ...
+    resumed = next((tmp_path / "logs").glob(f"*-{job}-r1-node0.log")).read_text()
+    assert f"(step {stopped_at})" in resumed.split("resumed from", 1)[1].splitlines()[0]  # ... from its checkpoint
+    assert f"continuing MLflow run {first_run_id}" in resumed
+    run_id, history, status = _mlflow_loss(tmp_path)
+    assert run_id == first_run_id and status == "FINISHED"
+    assert [s for s, _ in history] == list(range(1, STEPS + 1))  # every step logged once, none repeated
+    assert [s for s, _ in _losses(tmp_path)] == list(range(1, STEPS + 1))
+    reference = [v for _, v in _losses(ref_out)]
+    assert [v for _, v in history] == pytest.approx(reference, rel=1e-5, abs=1e-6)  # the uninterrupted trajectory
