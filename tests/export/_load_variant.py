@@ -1,7 +1,8 @@
 """Run in a fresh process: load each variant directory alone, encode pages and queries, save the vectors.
 
     python tests/export/_load_variant.py PAGES_DIR OUT_DIR VARIANT_DIR...   (writes OUT_DIR/<variant name>.safetensors)
-Also records which heavy modules got imported (DeepSpeed and the training code must not be)."""
+Also records which heavy modules got imported: DeepSpeed and the training code must not be, by the variant
+or by the evaluation/export/serving modules."""
 
 import sys
 from pathlib import Path
@@ -9,6 +10,11 @@ from pathlib import Path
 from PIL import Image
 from safetensors.torch import save_file
 
+import pipeline.evaluate.__main__  # noqa: F401  (the eval, export and serving code paths, for the import check)
+import pipeline.evaluate.data  # noqa: F401
+import pipeline.evaluate.grid  # noqa: F401
+import pipeline.export.__main__  # noqa: F401
+import pipeline.serve.index  # noqa: F401
 from pipeline.export.variants import load_variant
 
 pages_dir, out_dir, *variant_dirs = sys.argv[1:]
