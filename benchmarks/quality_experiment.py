@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     shards = prepare(cfg, out)
+    from mlflow import MlflowClient
+
+    MlflowClient(cfg.tracking.tracking_uri).search_experiments()  # create the SQLite store once, not in a race
     jobs = [(r, s) for s in cfg.experiment.seeds for r in cfg.experiment.recipes]
     with ThreadPoolExecutor(cfg.experiment.parallel) as pool:
         done = list(pool.map(lambda j: run_one(cfg, out, j[0], j[1], shards), jobs))
