@@ -13,14 +13,8 @@ from tests.slurm.standin import next_value
 pytestmark = pytest.mark.slurm
 
 
-def test_eight_nodes_form_one_world(slurm_cluster, tmp_path, job_env):
+def _assert_one_world(out, job, tmp_path) -> None:
     """One launcher per node, 8 ranks in one gloo world; rank r runs on node n(r+1); logs per node."""
-    out = tmp_path / "out"
-    env = {**job_env, "ENTRY": "tests.slurm.standin", "CONFIG": "configs/tiny.yaml",
-           "OVERRIDES": f"out={out} steps=0"}
-    job = submit(slurm_cluster, tmp_path, env)
-    info = slurm_cluster.wait_job(job, FINAL, timeout=150)
-    assert info["JobState"] == "COMPLETED", batch_log(tmp_path, job) + node_logs(tmp_path)
     ranks = [json.loads((out / "attempt0" / f"rank{r}.json").read_text()) for r in range(8)]
     assert [r["rank"] for r in ranks] == list(range(8))
     assert {r["world"] for r in ranks} == {8}
@@ -28,12 +22,11 @@ def test_eight_nodes_form_one_world(slurm_cluster, tmp_path, job_env):
     assert [r["node"] for r in ranks] == [f"n{k}" for k in range(1, 9)]  # one rank per node, in node order
     assert [r["node_id"] for r in ranks] == list(range(8))
     assert len({r["master"] for r in ranks}) == 1 and ranks[0]["master"].startswith("127.0.0.1:")
-    logs = sorted(p.name for p in (tmp_path / "logs").glob(f"*-{job}-r0-node*.log"))
-    assert len(logs) == 8
+    assert len(list((tmp_path / "logs").glob(f"*-{job}-r0-node*.log"))) == 8
 
 
-def test_usr1_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path, job_env):
-    """USR1 to the batch shell part-way: every rank stops at one step, checkpoints, the job requeues itself
+def test_one_world_then_usr1_requeue_resumes(slurm_cluster, tmp_path, job_env):
+    """8 ranks on 8 nodes form one world; then USR1 to the batch shell part-way: every rank stops at one step, checkpoints, the job requeues itself
     and the second run finishes from the checkpoint: each step exactly once, values equal an unbroken run."""
     out, steps = tmp_path / "out", 12
     env = {**job_env, "ENTRY": "tests.slurm.standin", "CONFIG": "configs/tiny.yaml",
@@ -50,6 +43,7 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path, job_env)
     log = batch_log(tmp_path, job)
     assert info["JobState"] == "COMPLETED", log + node_logs(tmp_path)
     assert info["Restarts"] == "1"
+    _assert_one_world(out, job, tmp_path)
     traj = read_jsonl(out / "trajectory.jsonl")
     assert [t["step"] for t in traj] == list(range(steps))
     value, expected = 1, []
