@@ -30,7 +30,7 @@ PYTHON=${PYTHON:-$VENV/bin/python}                    # its interpreter (python3
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}                     # training processes per node; 0: CPU nodes, one process each
 MASTER_PORT=${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 20000))}  # rendezvous port on the first node
 LOG_DIR=${LOG_DIR:-$WORKDIR/logs/slurm}               # per-node logs: <job name>-<job id>-r<restart>-node<k>.log
-SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT:-100}             # s the training gets to checkpoint after a signal (< the 120 of --signal)
+SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT:-100}             # s torchrun gives its workers after TERM (< 120 of --signal)
 REQUEUE=${REQUEUE:-1}                                 # 1: requeue after a USR1 checkpoint; 0: just stop
 # NCCL_*, OMP_NUM_THREADS, HF_HOME, MLFLOW_TRACKING_URI, ... in the submitting environment reach every rank.
 

@@ -4,7 +4,8 @@ Run as `python -m tests.slurm.standin --config IGNORED out=DIR steps=N step_s=S`
 RANK/WORLD_SIZE/MASTER_*). Each rank joins one gloo world, all-reduces rank+1 and writes
 DIR/attempt<R>/rank<r>.json. Then a counter "trains" for N steps: value_{s+1} = f(value_s, s); rank 0
 appends every step to DIR/trajectory.jsonl. On USR1/TERM every rank agrees (all-reduce) to stop after the
-current step, rank 0 checkpoints {step, value} atomically and all exit 143 (as pipeline.train); a rerun resumes from that checkpoint.
+current step, rank 0 checkpoints {step, value} atomically and all exit 143 (as pipeline.train); a rerun resumes
+from that checkpoint.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ def _assert_one_world(out, job, tmp_path) -> None:
 
 
 def test_one_world_then_usr1_requeue_resumes(slurm_cluster, tmp_path, job_env):
-    """8 ranks on 8 nodes form one world; then USR1 to the batch shell part-way: every rank stops at one step, checkpoints, the job requeues itself
-    and the second run finishes from the checkpoint: each step exactly once, values equal an unbroken run."""
+    """8 ranks on 8 nodes form one world; then USR1 to the batch shell part-way: every rank stops at one step,
+    checkpoints, the job requeues itself and the second run finishes from the checkpoint: each step exactly once, values equal an unbroken run."""
     out, steps = tmp_path / "out", 12
     env = {**job_env, "ENTRY": "tests.slurm.standin", "CONFIG": "configs/tiny.yaml",
            "OVERRIDES": f"out={out} steps={steps} step_s=0.2"}
