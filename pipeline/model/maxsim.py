@@ -13,12 +13,13 @@ PAD_SCORE = 1e4  # |dot products| of unit vectors are <= 1; padding scores -PAD_
 
 
 class _MaxSim(torch.autograd.Function):
-    """Per (query vector, page) the best masked dot product, with a backward that touches only the winners.
+    """Per (query vector, page) the best masked dot product, remembering only which page vector won.
 
     Forward: one GEMM [Bq*Nq, D+1] x [D+1, Bp*Np] with the page mask riding as an extra coordinate (query 1,
     page 0 or -PAD_SCORE), so the similarity comes out already masked with no second pass over it, then a max
-    with its argmax. Backward: gathers the winning page vectors instead of two more GEMMs
-    over the whole similarity, and saves only the winners' indices.
+    with its argmax. Saves only the winners' indices (not the similarity); backward works from the winners
+    (no eq/div passes over the similarity as autograd's amax would): two GEMMs on a rebuilt sparse gradient for
+    short pages, gathers / scatter-adds of the winning vectors for long ones.
     """
 
     @staticmethod
@@ -37,18 +38,40 @@ class _MaxSim(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         qv, pv, idx, valid = ctx.saved_tensors
-        bq, nq, bp = idx.shape
-        np_, d = pv.shape[1], pv.shape[2]
         grad = torch.where(valid, grad, torch.zeros_like(grad)).to(qv.dtype)
-        flat = (idx + torch.arange(bp, device=idx.device) * np_).reshape(-1)  # winners as rows of pv [Bp*Np, D]
-        dq = dp = None
-        if ctx.needs_input_grad[0]:
-            winners = pv.reshape(bp * np_, d).index_select(0, flat).view(bq, nq, bp, d)
-            dq = torch.einsum("qnp,qnpd->qnd", grad, winners)
-        if ctx.needs_input_grad[1]:
-            src = (grad.unsqueeze(-1) * qv.unsqueeze(2)).reshape(-1, d)  # [Bq*Nq*Bp, D]
-            dp = pv.new_zeros(bp * np_, d).index_add_(0, flat, src).view(bp, np_, d)
-        return dq, dp, None
+        need_q, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if pv.shape[1] <= DENSE_BACKWARD_MAX_NP:
+            return (*_backward_dense(qv, pv, idx, grad, need_q, need_p), None)
+        return (*_backward_gather(qv, pv, idx, grad, need_q, need_p), None)
+
+
+DENSE_BACKWARD_MAX_NP = 32  # short pages (pooled): two small GEMMs beat gathers; long pages: gathers do less work
+
+
+def _backward_dense(qv, pv, idx, grad, need_q: bool, need_p: bool):
+    """Rebuild d score / d sim (non-zero only at each row's winners) and run two GEMMs. grad [Bq, Nq, Bp]."""
+    bq, nq, bp = idx.shape
+    np_, d = pv.shape[1], pv.shape[2]
+    cols = (idx + torch.arange(bp, device=idx.device) * np_).reshape(bq * nq, bp)
+    dsim = qv.new_zeros(bq * nq, bp * np_).scatter_(1, cols, grad.reshape(bq * nq, bp))
+    dq = (dsim @ pv.reshape(bp * np_, d)).view(bq, nq, d) if need_q else None
+    dp = (dsim.T @ qv.reshape(bq * nq, d)).view(bp, np_, d) if need_p else None
+    return dq, dp
+
+
+def _backward_gather(qv, pv, idx, grad, need_q: bool, need_p: bool):
+    """Gather the winning page vectors / scatter-add into them: work O(Bq*Nq*Bp*D), independent of Np."""
+    bq, nq, bp = idx.shape
+    np_, d = pv.shape[1], pv.shape[2]
+    flat = (idx + torch.arange(bp, device=idx.device) * np_).reshape(-1)  # winners as rows of pv [Bp*Np, D]
+    dq = dp = None
+    if need_q:
+        winners = pv.reshape(bp * np_, d).index_select(0, flat).view(bq, nq, bp, d)
+        dq = torch.einsum("qnp,qnpd->qnd", grad, winners)
+    if need_p:
+        src = (grad.unsqueeze(-1) * qv.unsqueeze(2)).reshape(-1, d)  # [Bq*Nq*Bp, D]
+        dp = pv.new_zeros(bp * np_, d).index_add_(0, flat, src).view(bp, np_, d)
+    return dq, dp
 
 
 def _best_no_grad(qv: torch.Tensor, pv: torch.Tensor, pmask: torch.Tensor) -> torch.Tensor:

@@ -88,3 +88,17 @@ def test_gradients_match_autograd_reference():
     assert torch.autograd.gradcheck(
         lambda a, b: maxsim(MultiVector(a, small_q.mask), MultiVector(b, small_p.mask)),
         (small_q.vectors.clone().requires_grad_(), small_p.vectors.clone().requires_grad_()))
+
+
+def test_both_backward_paths_agree(monkeypatch):
+    from pipeline.model import maxsim as ms
+
+    q, p = random_mv(3, 5, 8, 21), random_mv(4, 7, 8, 22)
+    grads = []
+    for limit in (0, 1000):  # 0: always gather; 1000: always dense
+        monkeypatch.setattr(ms, "DENSE_BACKWARD_MAX_NP", limit)
+        qv, pv = q.vectors.clone().requires_grad_(), p.vectors.clone().requires_grad_()
+        (maxsim(MultiVector(qv, q.mask), MultiVector(pv, p.mask)) ** 2).sum().backward()
+        grads.append((qv.grad, pv.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
