@@ -32,7 +32,7 @@ MASTER_PORT=${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 20000))}  # rendezvou
 LOG_DIR=${LOG_DIR:-$WORKDIR/logs/slurm}               # per-node logs: <job name>-<job id>-r<restart>-node<k>.log
 SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT:-100}             # s torchrun gives its workers after TERM (< 120 of --signal)
 REQUEUE=${REQUEUE:-1}                                 # 1: requeue after a USR1 checkpoint; 0: just stop
-# NCCL_*, OMP_NUM_THREADS, HF_HOME, MLFLOW_TRACKING_URI, ... in the submitting environment reach every rank.
+# NCCL_*, OMP_NUM_THREADS, HF_HOME, TMPDIR, ... in the submitting environment reach every rank.
 
 set -uo pipefail
 cd "$WORKDIR" || { echo "WORKDIR $WORKDIR does not exist" >&2; exit 1; }

@@ -104,6 +104,17 @@ def _pick_base_port(base: int, n: int) -> int:
     raise RuntimeError(f"no free block of {n + 1} ports from {base}")
 
 
+def _stepds_alive(job_id: int) -> bool:
+    """Whether any `slurmstepd: [JOB.step]` process of this job is still running on this machine."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().startswith(f"slurmstepd: [{job_id}.".encode()):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def _sbin(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
 
@@ -228,8 +239,15 @@ class LocalSlurm:
         """Slurm holds a requeued job ~2 min (BeginTime); once it pends again, make it eligible now. (Updating
         it earlier, while the first run is still COMPLETING, can fail the job.)"""
         info = self.wait_job(job_id, {"PENDING", "RUNNING", "COMPLETED", "FAILED"}, timeout, restarts=1)
-        if info["JobState"] == "PENDING":
-            self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=False)
+        if info["JobState"] != "PENDING":
+            return
+        # Starting it again while the first run's slurmstepd still cleans up fails the new batch launch at once:
+        # wait (bounded) until every node is idle and no slurmstepd of this job is left.
+        deadline = time.time() + 90
+        while time.time() < deadline and (self.idle_nodes() < self.nodes or _stepds_alive(job_id)):
+            time.sleep(0.5)
+        time.sleep(2)
+        self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=False)
 
     def drain_jobs(self, timeout: float = 40) -> None:
         """Cancel every job of this user and wait (bounded) until the queue is empty."""
