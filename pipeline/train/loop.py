@@ -49,13 +49,11 @@ class Run:
 
 
 def build_model(cfg: Config) -> torch.nn.Module:
-    """The Retriever named by `cfg.model` (LoRA, quantisation and attention per the model config)."""
+    """The Retriever named by `cfg.model` (LoRA, quantisation, attention and gradient checkpointing per the model
+    config: pipeline.model applies them)."""
     from pipeline.model.retriever import Retriever
 
-    model = Retriever.from_pretrained(cfg.model.name_or_path, cfg.model)
-    if cfg.model.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-        model.gradient_checkpointing_enable()
-    return model
+    return Retriever.from_pretrained(cfg.model.name_or_path, cfg.model)
 
 
 def build_stream(cfg: Config, processor: Any) -> TrainStream:
