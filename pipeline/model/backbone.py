@@ -63,7 +63,9 @@ def load_backbone(path: str | Path, cfg: ModelConfig, plain_vlm: bool) -> nn.Mod
     a VLM directory), loaded through AutoModelForImageTextToText so the library's key conversions apply."""
     from transformers import AutoModel, AutoModelForImageTextToText
 
-    kwargs = dict(dtype=resolve_dtype(cfg.dtype), attn_implementation=resolve_attn(cfg.attn_implementation))
+    # safetensors only: never unpickle a checkpoint (a hub repo with only pytorch_model.bin fails loudly).
+    kwargs = dict(dtype=resolve_dtype(cfg.dtype), attn_implementation=resolve_attn(cfg.attn_implementation),
+                  use_safetensors=True)
     quant = quantization_config(cfg.quantization)
     if quant is not None:
         kwargs["quantization_config"] = quant
