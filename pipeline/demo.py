@@ -79,21 +79,16 @@ def serve_http(cfg: Config, conf: list[str], alias: str, query: str) -> None:
         print(f"model server (pid {proc.pid}) stopped")
 
 
-def summary(cfg: Config, out: Path) -> None:
+def summary(cfg: Config, conf: list[str], out: Path) -> None:
     banner("summary")
-    results = json.loads((Path(cfg.train.output_dir) / "eval" / "results.json").read_text())
-    rows = sorted(results["rows"], key=lambda r: -r["bytes_per_page"])
-    print("| budget | nDCG@5 | recall@5 | bytes/page |\n|---|---|---|---|")
-    for r in rows:
-        if r["dim"] in (128, 32, 16):
-            print(f"| {r['budget']} | {r['ndcg_at_5']:.3f} | {r['recall_at_5']:.3f} | {int(r['bytes_per_page'])} |")
+    sh([PY, "-m", "pipeline.promote", *conf, "--list"])
     run = json.loads((Path(cfg.train.output_dir) / "run.json").read_text())
-    print(f"\nfull table:   {Path(cfg.train.output_dir) / 'eval' / 'results.md'}")
-    print(f"Pareto plot:  {Path(cfg.train.output_dir) / 'eval' / 'pareto.png'}")
-    print(f"variants:     {Path(cfg.train.output_dir) / 'variants'}")
-    print(f"MLflow run:   {run['mlflow_run_id']} in {cfg.tracking.tracking_uri}")
-    print(f"MLflow UI:    {BIN / 'mlflow'} ui --backend-store-uri {cfg.tracking.tracking_uri} --host 127.0.0.1")
-    print(f"everything:   {out}")
+    print(f"\nevery budget:  {Path(cfg.train.output_dir) / 'eval' / 'results.md'}")
+    print(f"Pareto plot:   {Path(cfg.train.output_dir) / 'eval' / 'pareto.png'}")
+    print(f"variants:      {Path(cfg.train.output_dir) / 'variants'}")
+    print(f"MLflow run:    {run['mlflow_run_id']} in {cfg.tracking.tracking_uri}")
+    print(f"MLflow UI:     {BIN / 'mlflow'} ui --backend-store-uri {cfg.tracking.tracking_uri} --host 127.0.0.1")
+    print(f"everything:    {out}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     if "--config" not in argv:
         argv = ["--config", "configs/tiny.yaml", *argv]
     cfg = parse_cli(argv, __doc__.splitlines()[0])
-    out = Path(cfg.train.output_dir).parent
+    out = Path(cfg.train.output_dir).resolve().parent  # absolute: Ray jobs run in a copy of the working dir
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "demo_config.yaml")
     conf = ["--config", str(out / "demo_config.yaml")]
@@ -119,16 +114,21 @@ def main(argv: list[str] | None = None) -> None:
     banner("5/7 export the budget variants and register them in MLflow")
     sh([PY, "-m", "pipeline.export", *conf])
     banner("6/7 promotion through the quality gate")
-    for alias, limit in (("full", 1e12), ("balanced", 1024), ("tiny", 128)):
-        sh([PY, "-m", "pipeline.promote", *conf, "--alias", alias, "--max-bytes-per-page", str(limit)], check=False)
-    sh([PY, "-m", "pipeline.promote", *conf, "--alias", "full", "--max-bytes-per-page", "128", "--dry-run"],
-       check=False)  # the smallest variant may not take the full alias: the gate says why
+    variants = Path(cfg.export.output_dir or Path(cfg.train.output_dir) / "variants")
+    cards = {name: json.loads((variants / name / "card.json").read_text()) for name in cfg.export.budgets}
+    for alias, card in cards.items():  # each alias to its own variant: the first holder passes the gate
+        sh([PY, "-m", "pipeline.promote", *conf, "--alias", alias, "--version", str(card["registered"]["version"])],
+           check=False)
+    smallest = min(cards.values(), key=lambda c: c["bytes_per_page"])
+    sh([PY, "-m", "pipeline.promote", *conf, "--alias", "full", "--version", str(smallest["registered"]["version"]),
+        "--dry-run"],
+       check=False)  # would the smallest variant take `full`? the gate compares nDCG@5 on the same eval set
     banner("7/7 serving: index the eval pages at an alias, search, and the HTTP server")
     query = json.loads(Path(cfg.synth.out_dir, "queries.jsonl").read_text().splitlines()[0])["query"]
     sh([PY, "-m", "pipeline.serve", "index", *conf, "--alias", "balanced"])
     sh([PY, "-m", "pipeline.serve", "search", *conf, "--query", query, "-k", "3"])
     serve_http(cfg, conf, "balanced", query)
-    summary(cfg, out)
+    summary(cfg, conf, out)
     print(f"\ndemo finished in {time.time() - t0:.0f} s")
 
 
