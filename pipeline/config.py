@@ -258,12 +258,11 @@ def _check(value: Any, tp: Any, key: str) -> Any:
     """Return `value` as type `tp`, or raise ConfigError naming `key`."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arm in typing.get_args(tp):
             try:
                 return _check(value, arm, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                continue
         raise ConfigError(f"{key}: {value!r} is not a {tp}")
     if tp is type(None):
         if value is None:
@@ -346,7 +345,7 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in tree.items():
         key = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v):
+        if isinstance(v, dict) and v:
             out.update(flatten(v, key))
         else:
             out[key] = v
