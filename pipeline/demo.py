@@ -50,7 +50,7 @@ def render_on_ray(cfg: Config, conf: list[str]) -> None:
 
 def serve_http(cfg: Config, conf: list[str], alias: str, query: str) -> None:
     """Start `mlflow models serve` for the alias, ask it for one query's vectors, stop it by PID."""
-    from data_prep.ray_head import free_port
+    from data_prep.ray_head import free_port, stop_process_group
 
     port = free_port()
     cmd = [PY, "-m", "pipeline.serve", "http", *conf, "--alias", alias, "--port", str(port)]
@@ -74,8 +74,7 @@ def serve_http(cfg: Config, conf: list[str], alias: str, query: str) -> None:
             answer = json.loads(r.read())
         print(f"-> {json.dumps(answer)[:300]} ...")
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_process_group(proc)  # the server's own session: uvicorn workers go with it
         print(f"model server (pid {proc.pid}) stopped")
 
 
