@@ -76,7 +76,7 @@ def load_backbone(path: str | Path, cfg: ModelConfig, plain_vlm: bool) -> nn.Mod
     else:
         backbone = AutoModel.from_pretrained(path, **kwargs)
     if cfg.gradient_checkpointing:
-        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return backbone
 
 

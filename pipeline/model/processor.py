@@ -22,6 +22,9 @@ class EncoderInputs:
     pixel_values: Qwen2-VL [sum_i patches_i, C*T*P*P] / PaliGemma [B, 3, H, W] / None;
     image_grid_thw [B, 3] (Qwen2-VL pages); token_type_ids [B, L] (Qwen2-VL: mm_token_type_ids, PaliGemma:
     token_type_ids) or None.
+    Host-side sizes (plain ints, never moved to a device, so slicing a batch into chunks needs no device read):
+    lengths [B] tokens per item, counts [B] vectors per item (the real vectors are the first counts[i]: the mask is
+    a prefix), patches [B] Qwen2-VL pixel patches per image (empty otherwise).
     """
 
     input_ids: torch.Tensor
@@ -32,34 +35,38 @@ class EncoderInputs:
     pixel_values: torch.Tensor | None = None
     image_grid_thw: torch.Tensor | None = None
     token_type_ids: torch.Tensor | None = None
+    lengths: tuple[int, ...] = ()
+    counts: tuple[int, ...] = ()
+    patches: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
     def to(self, device) -> "EncoderInputs":
-        moved = {f.name: (None if (v := getattr(self, f.name)) is None else v.to(device)) for f in dataclasses.fields(self)}
-        return type(self)(**moved)
+        """The tensors moved to `device` (the host-side sizes stay as they are)."""
+        moved = {f.name: v.to(device) for f in dataclasses.fields(self)
+                 if isinstance(v := getattr(self, f.name), torch.Tensor)}
+        return dataclasses.replace(self, **moved)
 
     def slice(self, start: int, stop: int) -> "EncoderInputs":
-        """Items [start, stop), trimmed to their own longest sequence (reads lengths on the host)."""
-        stop = min(stop, len(self))
-        length = max(int(self.attention_mask[start:stop].sum(1).max()), 1) if stop > start else 1
-        n = max(int(self.vector_mask[start:stop].sum(1).max()), 1) if stop > start else 1
+        """Items [start, stop), trimmed to their own longest sequence; sizes come from the host-side lists."""
+        stop = max(min(stop, len(self)), start)
+        length, n = max(self.lengths[start:stop], default=1), max(self.counts[start:stop], default=1)
         pixels = self.pixel_values
-        if pixels is not None and self.image_grid_thw is not None:  # patches of all images are concatenated
-            offsets = torch.cat([torch.zeros(1, dtype=torch.long), self.image_grid_thw.prod(-1).cumsum(0).cpu()])
-            pixels = pixels[int(offsets[start]) : int(offsets[stop])]
+        if pixels is not None and self.patches:  # the patches of all images are concatenated
+            pixels = pixels[sum(self.patches[:start]) : sum(self.patches[:stop])]
         elif pixels is not None:
             pixels = pixels[start:stop]
 
-        def rows(t):
-            return None if t is None else t[start:stop]
+        def rows(t, width=None):
+            return None if t is None else t[start:stop] if width is None else t[start:stop, :width]
 
-        return type(self)(
-            self.input_ids[start:stop, :length], self.attention_mask[start:stop, :length],
-            self.vector_index[start:stop, :n], self.vector_mask[start:stop, :n], rows(self.grids), pixels,
-            rows(self.image_grid_thw), None if self.token_type_ids is None else self.token_type_ids[start:stop, :length],
-        )
+        return dataclasses.replace(
+            self, input_ids=rows(self.input_ids, length), attention_mask=rows(self.attention_mask, length),
+            vector_index=rows(self.vector_index, n), vector_mask=rows(self.vector_mask, n), grids=rows(self.grids),
+            pixel_values=pixels, image_grid_thw=rows(self.image_grid_thw),
+            token_type_ids=rows(self.token_type_ids, length), lengths=self.lengths[start:stop],
+            counts=self.counts[start:stop], patches=self.patches[start:stop])
 
 
 class PageInputs(EncoderInputs):
@@ -70,8 +77,9 @@ class QueryInputs(EncoderInputs):
     """Processed query texts."""
 
 
-def _pad(seqs: list[list[int]], vec_pos: list[list[int]], pad_id: int) -> tuple[torch.Tensor, ...]:
-    """Right-pad token lists and vector positions -> input_ids, attention_mask [B, L], vector_index, vector_mask [B, N]."""
+def _pad(seqs: list[list[int]], vec_pos: list[list[int]], pad_id: int) -> dict:
+    """Right-pad token lists and vector positions -> the EncoderInputs fields input_ids, attention_mask [B, L],
+    vector_index, vector_mask [B, N] and the host-side lengths and counts."""
     length = max(max(len(s) for s in seqs), 1)
     n = max(max(len(p) for p in vec_pos), 1)
     ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
@@ -83,7 +91,8 @@ def _pad(seqs: list[list[int]], vec_pos: list[list[int]], pad_id: int) -> tuple[
         attn[i, : len(s)] = 1
         index[i, : len(p)] = torch.tensor(p, dtype=torch.long)
         vmask[i, : len(p)] = True
-    return ids, attn, index, vmask
+    return dict(input_ids=ids, attention_mask=attn, vector_index=index, vector_mask=vmask,
+                lengths=tuple(len(s) for s in seqs), counts=tuple(len(p) for p in vec_pos))
 
 
 class RetrieverProcessor:
@@ -112,8 +121,8 @@ class RetrieverProcessor:
             body = self._ids(t)[: self.max_query_tokens]
             seqs.append(before + body + after)
             pos.append(list(range(len(before), len(before) + len(body))))
-        ids, attn, index, vmask = _pad(seqs, pos, self.pad_id)
-        return QueryInputs(ids, attn, index, vmask, token_type_ids=self._query_token_types(ids))
+        padded = _pad(seqs, pos, self.pad_id)
+        return QueryInputs(**padded, token_type_ids=self._query_token_types(padded["input_ids"]))
 
     def _query_token_types(self, ids: torch.Tensor) -> torch.Tensor | None:
         return None
@@ -147,9 +156,10 @@ class Qwen2VLRetrieverProcessor(RetrieverProcessor):
             seqs.append(before + [image_id] * (rows * cols) + after)
             pos.append(list(range(len(before), len(before) + rows * cols)))
             grids.append([rows, cols])
-        ids, attn, index, vmask = _pad(seqs, pos, self.pad_id)
-        types = (ids == image_id).long()
-        return PageInputs(ids, attn, index, vmask, torch.tensor(grids), out["pixel_values"], thw, types)
+        padded = _pad(seqs, pos, self.pad_id)
+        return PageInputs(**padded, grids=torch.tensor(grids), pixel_values=out["pixel_values"], image_grid_thw=thw,
+                          token_type_ids=(padded["input_ids"] == image_id).long(),
+                          patches=tuple(t * h * w for t, h, w in thw.tolist()))
 
 
 class PaliGemmaRetrieverProcessor(RetrieverProcessor):
@@ -175,9 +185,9 @@ class PaliGemmaRetrieverProcessor(RetrieverProcessor):
         n = self.image_seq_length
         side = math.isqrt(n)
         seq = [image_id] * n + [self.tokenizer.bos_token_id] + self._ids(self.PAGE_PROMPT)
-        ids, attn, index, vmask = _pad([seq] * len(images), [list(range(n))] * len(images), self.pad_id)
-        grids = torch.tensor([[side, n // side]] * len(images))
-        return PageInputs(ids, attn, index, vmask, grids, pixels, None, torch.zeros_like(ids))
+        padded = _pad([seq] * len(images), [list(range(n))] * len(images), self.pad_id)
+        return PageInputs(**padded, grids=torch.tensor([[side, n // side]] * len(images)), pixel_values=pixels,
+                          token_type_ids=torch.zeros_like(padded["input_ids"]))
 
 
 def load_processor(path: str | Path, arch: str, config, query_prefix: str, max_query_tokens: int,

@@ -115,16 +115,17 @@ def device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def any_rank(flag: bool | torch.Tensor) -> bool:
-    """True when `flag` is true on at least one rank (one small all-reduce; a host sync, so call it rarely)."""
-    t = torch.as_tensor(flag).to(device=device(), dtype=torch.int32).reshape(1)
+def any_ranks(*flags: bool | torch.Tensor) -> list[bool]:
+    """For each flag, whether it is true on at least one rank: one small all-reduce for all of them, read back to
+    the host (a sync: call it once per step)."""
+    t = torch.stack([torch.as_tensor(f).to(device=device(), dtype=torch.int32).reshape(()) for f in flags])
     if dist.is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return [bool(v) for v in t.tolist()]
 
 
 def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
-    """The mean of a detached tensor over ranks (for logging)."""
+    """The mean of a detached tensor over ranks (for logging: stack the values and reduce them once)."""
     x = x.detach().clone()
     if dist.is_initialized():
         dist.all_reduce(x)
@@ -132,11 +133,12 @@ def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _sizes(x: torch.Tensor, dims: int) -> torch.Tensor:
-    """[world, dims] the leading `dims` sizes of `x` on every rank."""
-    mine = torch.tensor(x.shape[:dims], dtype=torch.long, device=x.device)
-    out = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
-    dist.all_gather(out, mine)
+def all_gather_fixed(x: torch.Tensor) -> torch.Tensor:
+    """[W, *x.shape]: every rank's `x` (the same shape everywhere), rank order, without gradients."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return x.unsqueeze(0)
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
     return torch.stack(out)
 
 
@@ -145,7 +147,7 @@ class _ContiguousGrad(torch.autograd.Function):
 
     torch.distributed.nn's all_gather backward on gloo receives into `empty_like(grad)`, which keeps a permuted
     gradient's strides, and the scatter then fills it as if contiguous: gradients that reach the gather from
-    einsum or amax come back scrambled. Feeding it contiguous gradients avoids that (tested in test_dist).
+    einsum, amax or a split come back scrambled. Feeding it contiguous gradients avoids that (tested in test_dist).
     """
 
     @staticmethod
@@ -157,24 +159,17 @@ class _ContiguousGrad(torch.autograd.Function):
         return grad.contiguous()
 
 
-def gather_padded(x: torch.Tensor, pad_dims: int = 2, value: float = 0.0, grad: bool = True) -> torch.Tensor:
-    """Concatenate every rank's `x` along dim 0, rank order: [B, N_r, ...] -> [W*B, max_r N_r, ...].
+def gather_padded(x: torch.Tensor, n_max: int, grad: bool = True) -> torch.Tensor:
+    """Every rank's `x` [B, N_r, ...] padded with zeros to [B, n_max, ...] and concatenated in rank order:
+    [W*B, n_max, ...]. Every rank passes the same B and n_max (the largest N_r, known from an exchange of sizes).
 
-    Every rank holds the same batch size B; dims 1..pad_dims-1 (e.g. tokens) may differ and are padded with
-    `value` to the largest. With `grad` the gather is autograd-aware: the gradients that every rank's loss sends to this
-    rank's slice are summed into this rank's `x.grad` (torch.distributed.nn's all_gather). `grad=False` leaves
-    only the local slice differentiable (other ranks' slices are constants): the usual bug, kept for the tests.
+    With `grad` the gather is autograd-aware: the gradients that every rank's loss sends to this rank's slice are
+    summed into this rank's `x.grad` (torch.distributed.nn's all_gather). `grad=False` leaves only the local slice
+    differentiable (other ranks' slices are constants): the usual bug, kept for the negative-control tests.
     """
+    padded = F.pad(x, [0, 0] * (x.dim() - 2) + [0, n_max - x.shape[1]])
     if not dist.is_initialized() or dist.get_world_size() == 1:
-        return x
-    sizes = _sizes(x, pad_dims)
-    if int(sizes[:, 0].max()) != int(sizes[:, 0].min()):
-        raise ValueError(f"ranks hold different batch sizes {sizes[:, 0].tolist()}; the step needs equal ones")
-    top = sizes.max(0).values.tolist()
-    pad: list[int] = []
-    for d in reversed(range(x.dim())):  # F.pad lists the last dim first
-        pad += [0, top[d] - x.shape[d]] if 0 < d < pad_dims else [0, 0]
-    padded = F.pad(x, pad, value=value)
+        return padded
     if grad:
         parts = [_ContiguousGrad.apply(p) for p in dist_nn.all_gather(padded)]
     else:

@@ -78,6 +78,35 @@ def load_ds_config(cfg: Config, world_size: int) -> dict:
     return fill_auto(json.loads(Path(cfg.train.deepspeed_config).read_text()), cfg, world_size)
 
 
+def clear_stale_grads(engine: Any) -> None:
+    """Zero ZeRO-3's gradient partitions before a step's first backward (a no-op for other stages).
+
+    Why (DeepSpeed 0.19.8, runtime/zero/stage3.py): each rank keeps its share of every parameter's gradient in
+    one flat buffer that lives across steps. `partition_grads` copies a reduced gradient into it when the optimizer's
+    `micro_step_id` is 0 and adds to it otherwise; `micro_step_id` counts the backward calls since the last step,
+    and nothing else ever clears the buffer. That is right only when every parameter receives its gradient in the
+    step's first backward. A gradient-cached step makes one backward per chunk, and with sampled budgets some
+    parameters get no gradient at all, so two things went wrong from step 2 on (step 1 starts from the zeros the
+    buffer was allocated with, as does the first step after a resume):
+    - a parameter first reached by a later backward (the vision tower, when the query chunks were replayed first)
+      was added onto the previous step's gradient;
+    - a parameter no backward reached (an exit head that no budget of the step used) kept the previous step's
+      gradient, and the optimizer applied it again, in the plain step too.
+    With the buffer zeroed, copy and add agree for every parameter, and an unused parameter's gradient is zero (as
+    under ZeRO-2 and DDP). With CPU optimizer offload the fp32 gradient partitions persist the same way (only
+    parameters reached in the step are copied there), so they are zeroed too.
+    """
+    optimizer = getattr(engine, "optimizer", None)
+    buffer = getattr(optimizer, "grad_partitions_flat_buffer", None)
+    if buffer is None:
+        return
+    buffer.zero_()
+    if getattr(optimizer, "offload_optimizer", False):
+        for flat in optimizer.fp32_partitioned_groups_flat:
+            if flat.grad is not None:
+                flat.grad.zero_()
+
+
 def build_engine(model: torch.nn.Module, cfg: Config, world_size: int) -> tuple[Any, dict]:
     """Wrap `model` in a DeepSpeed engine with our optimizer and schedule; returns (engine, filled DS config)."""
     import deepspeed  # training only: evaluation, export and serving never import DeepSpeed

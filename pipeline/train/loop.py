@@ -106,11 +106,11 @@ def build_run(cfg: Config) -> Run:
 
 
 def log_step(run: Run, out: StepOutput, lr: float, seconds: float, steps: int) -> None:
-    """Reduce this step's metrics over ranks and log them (rank 0 writes MLflow and metrics.jsonl)."""
-    metrics = {"loss": float(dist.mean_over_ranks(out.loss)), "lr": lr, "skipped_steps": run.skipped,
+    """Reduce this step's losses over ranks (one all-reduce) and log them (rank 0 writes MLflow and metrics.jsonl)."""
+    names = ["loss"] + [f"loss/{budget}" for budget in out.per_budget]
+    values = dist.mean_over_ranks(torch.stack([out.loss, *out.per_budget.values()]).float()).tolist()
+    metrics = {**dict(zip(names, values)), "lr": lr, "skipped_steps": run.skipped,
                "samples_per_s": run.cfg.data.global_batch * steps / max(seconds, 1e-9)}
-    for budget, value in out.per_budget.items():
-        metrics[f"loss/{budget}"] = float(dist.mean_over_ranks(value))
     norm = run.engine.get_global_grad_norm() if not out.skipped else None
     if norm is not None:
         metrics["grad_norm"] = float(norm)
@@ -149,7 +149,7 @@ def train(cfg: Config) -> int:
         batch = next(batches)
         assert batch.step == run.step, f"stream at step {batch.step}, loop at {run.step}"
         lr = run.engine.get_lr()[0]
-        out = train_step(run.ctx, batch.to(device), run.step)
+        out = train_step(run.ctx, batch.to(device), run.step, stop=run.stop["signal"] is not None)
         run.skipped += int(out.skipped)
         if out.skipped:
             log.warning("step %d: non-finite loss on some rank, update skipped (%d so far)", run.step, run.skipped)
@@ -161,7 +161,7 @@ def train(cfg: Config) -> int:
             log_step(run, out, lr, time.perf_counter() - tick, since)
             bar.set_postfix(loss=f"{float(out.loss):.4f}")
             tick, since = time.perf_counter(), 0
-        stopping = dist.any_rank(run.stop["signal"] is not None)
+        stopping = out.stop
         if stopping or run.step % cfg.train.checkpoint_every == 0 or run.step == cfg.train.steps:
             save(run)
         if stopping:

@@ -1,34 +1,51 @@
-"""One optimizer step over a global batch: gradient-cached encode, cross-rank page gather, the budget objective,
-replayed backward through the DeepSpeed engine, and one engine.step().
+"""One optimizer step over a global batch: encode (gradient-cached or plain), exchange pages across ranks, the
+budget objective, backward through the DeepSpeed engine, one engine.step().
 
 Each rank scores its B local queries against all W*B pages of the global batch (query i of rank r has page
-r*B+i as its positive). The gather is autograd-aware, so a page's cached gradient sums the contributions of
-every rank's queries; DeepSpeed then averages over ranks, which gives exactly the gradient of the mean loss
-over the global batch - the same as one process computing the plain full-batch loss.
+r*B+i as its positive). The page exchange is autograd-aware, so a page's gradient sums the contributions of
+every rank's queries; DeepSpeed then averages over ranks, which gives exactly the gradient of the mean loss over
+the global batch: the same as one process computing the plain full-batch loss (tests/train/test_step_equivalence).
+
+Host syncs in a step: the page-size exchange (the longest page must be known to pad), the flags all-reduce (every
+rank must agree to skip a non-finite step or to stop, or ZeRO-3's collectives would hang), and whatever DeepSpeed
+does inside backward() and step() (the gradient norm, for one).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
-import torch.nn.functional as F
 
-from pipeline.train import dist, gradcache
+from pipeline.model.budgets import Budget
+from pipeline.model.processor import EncoderInputs
+from pipeline.model.vectors import MultiVector
+from pipeline.train import dist
+from pipeline.train.engine import clear_stale_grads
+from pipeline.train.gradcache import EncodeFn, Encoding, GradCache, PlainEncoding, Vectors
+
+if TYPE_CHECKING:
+    from deepspeed import DeepSpeedEngine
+
+    from pipeline.data.batch import Batch
+
+LossFn = Callable[[Vectors, Vectors, list[Budget], torch.Tensor], tuple[torch.Tensor, dict[Budget, torch.Tensor]]]
 
 
 @dataclass
 class StepContext:
     """The live objects a step needs (built once by pipeline.train.loop's build_* functions)."""
 
-    engine: Any  # deepspeed engine wrapping Encoder(retriever)
-    loss_fn: Callable  # (q: dict[int, MV], p: dict[int, MV], budgets, labels [B]) -> (total [], {Budget: []})
-    budgets_fn: Callable[[int], list]  # step -> the budgets to train this step (same on every rank)
+    engine: DeepSpeedEngine  # wraps Encoder(retriever)
+    loss_fn: LossFn  # (q, pages of all ranks, budgets, labels [B]) -> (total [], {budget: ce []})
+    budgets_fn: Callable[[int], list[Budget]]  # step -> the budgets trained at it (the same on every rank)
     chunk_size: int  # pairs per gradient-cache chunk
     grad_cache: bool = True
-    gather_grad: bool = True  # False only in the negative-control test (local-only gradient flow)
+    gather_grad: bool = True  # False only in a negative-control test (local-only gradient flow)
+
+    def encoding(self, encode: EncodeFn) -> Encoding:
+        return GradCache(encode, self.chunk_size) if self.grad_cache else PlainEncoding(encode)
 
 
 @dataclass
@@ -36,115 +53,70 @@ class StepOutput:
     """What one step reports (tensors stay on device; reduce them when logging)."""
 
     loss: torch.Tensor  # [] this rank's total loss, detached
-    per_budget: dict = field(default_factory=dict)  # Budget -> [] detached
+    per_budget: dict[Budget, torch.Tensor] = field(default_factory=dict)  # budget -> [] detached
     skipped: bool = False  # non-finite loss on some rank: no update anywhere
-
-
-def pad_cat(parts: list[Any]) -> Any:
-    """Concatenate MultiVectors [b_i, N_i, D] along the batch -> [sum b_i, max N_i, D]; padding is masked out."""
-    n = max(p.vectors.shape[1] for p in parts)
-    vectors = torch.cat([F.pad(p.vectors, (0, 0, 0, n - p.vectors.shape[1])) for p in parts])
-    mask = torch.cat([F.pad(p.mask, (0, n - p.mask.shape[1]), value=False) for p in parts])
-    grids = None if parts[0].grids is None else torch.cat([p.grids for p in parts])
-    return dataclasses.replace(parts[0], vectors=vectors, mask=mask, grids=grids)
-
-
-def cat_exits(chunks: list[dict[int, Any]]) -> dict[int, Any]:
-    """Per-chunk {exit: MultiVector} -> one {exit: MultiVector} over the local batch, as detached leaves."""
-    return {e: _leaf(pad_cat([c[e] for c in chunks])) for e in sorted(chunks[0])}
-
-
-def _leaf(mv: Any) -> Any:
-    return dataclasses.replace(mv, vectors=mv.vectors.detach().requires_grad_())
-
-
-def chunk_grads(leaves: dict[int, Any], chunks: list[dict[int, Any]]) -> list[list[torch.Tensor]]:
-    """Split each leaf's gradient [B, Nmax, D] back into the chunks' own shapes, in gradcache.leaves order."""
-    out, start = [], 0
-    for c in chunks:
-        b = len(c[next(iter(c))].vectors)
-        grads = []
-        for e in sorted(c):
-            g = leaves[e].vectors.grad
-            n = c[e].vectors.shape[1]
-            grads.append(torch.zeros_like(c[e].vectors) if g is None else g[start : start + b, :n])
-        out.append(grads)
-        start += b
-    return out
-
-
-def gather_pages(p: dict[int, Any], grad: bool = True) -> dict[int, Any]:
-    """Every rank's pages, rank order: {exit: MV [B, N, D]} -> {exit: MV [W*B, Nmax, D]}."""
-    out = {}
-    for e, mv in p.items():
-        mask = dist.gather_padded(mv.mask.to(torch.uint8), 2, grad=False).bool()
-        grids = None if mv.grids is None else dist.gather_padded(mv.grids, 1, grad=False)
-        out[e] = dataclasses.replace(mv, vectors=dist.gather_padded(mv.vectors, 2, grad=grad), mask=mask, grids=grids)
-    return out
+    stop: bool = False  # some rank asked to stop (a signal): every rank checkpoints after this step
 
 
 class Encoder(torch.nn.Module):
-    """What DeepSpeed wraps: one `forward(kind, inputs, exits)` over the Retriever's two encoders.
+    """What DeepSpeed wraps: one forward for a chunk of queries and its pages.
 
-    Every chunk forward must go through `engine(...)`: DeepSpeed's forward marks the micro-step, and without it
-    ZeRO-3 overwrites instead of accumulating the gradients of successive backward calls.
+    Every chunk forward goes through `engine(...)`: DeepSpeed's forward marks the micro-step, and ZeRO-3 gathers
+    the parameters in its hooks. Wrapping puts the retriever in training mode: transformers loads a backbone in
+    eval mode, where its layers skip activation checkpointing (model.gradient_checkpointing) and dropout.
     """
 
     def __init__(self, retriever: torch.nn.Module):
         super().__init__()
-        self.retriever = retriever
+        self.retriever = retriever.train()
 
-    def forward(self, kind: str, inputs: Any, exits: list[int]) -> list[Any]:
-        """[MultiVector per exit in `exits` order] (a list: ZeRO-3's hooks walk outputs and want no int keys)."""
-        encode = self.retriever.encode_queries if kind == "queries" else self.retriever.encode_pages
-        out = encode(inputs, exits=exits)
-        return [out[e] for e in exits]
-
-
-def _encoders(ctx: StepContext, exits: list[int]) -> tuple[Callable, Callable]:
-    def run(kind: str) -> Callable:
-        return lambda x: dict(zip(exits, ctx.engine(kind, x, exits)))
-
-    return run("queries"), run("pages")
+    def forward(self, queries: EncoderInputs, pages: EncoderInputs, exits: list[int]
+                ) -> tuple[list[MultiVector], list[MultiVector]]:
+        """Per exit in `exits` order, (query vectors, page vectors) (lists: ZeRO-3's hooks walk the outputs)."""
+        q = self.retriever.encode_queries(queries, exits=exits)
+        p = self.retriever.encode_pages(pages, exits=exits)
+        return [q[e] for e in exits], [p[e] for e in exits]
 
 
-def _backward(ctx: StepContext) -> Callable[[torch.Tensor], Any]:
-    return lambda loss: ctx.engine.backward(loss, scale_wrt_gas=False)
+def gather_pages(p: Vectors, grad: bool = True) -> Vectors:
+    """Every rank's pages at every exit, rank order: {exit: [B, N_r, D]} -> {exit: [W*B, N_max, D]}.
+
+    Two collectives whatever the number of exits: the sizes (N_r, each page's vector count and grid; a page's
+    real vectors are a prefix, so its count rebuilds the mask) and the vectors of all exits in one gather.
+    """
+    if dist.world_size() == 1:
+        return p
+    exits = sorted(p)
+    first = p[exits[0]]
+    b, n, d = first.vectors.shape
+    local = torch.cat([torch.tensor([n], device=first.mask.device), first.mask.sum(1), first.grids.flatten()])
+    sizes = dist.all_gather_fixed(local)  # [W, 1 + 3B]
+    n_max = int(sizes[:, 0].max())
+    vectors = dist.gather_padded(torch.cat([p[e].vectors for e in exits], dim=-1), n_max, grad)
+    counts, grids = sizes[:, 1 : 1 + b].reshape(-1), sizes[:, 1 + b :].reshape(-1, 2)
+    mask = torch.arange(n_max, device=counts.device) < counts[:, None]
+    return {e: MultiVector(v, mask, grids) for e, v in zip(exits, vectors.split(d, dim=-1))}
 
 
-def train_step(ctx: StepContext, batch: Any, step: int) -> StepOutput:
-    """One optimizer step on this rank's share `batch` (B pairs) of global batch `step`."""
+def _encode_fn(engine: DeepSpeedEngine, exits: list[int]) -> EncodeFn:
+    def encode(queries: EncoderInputs, pages: EncoderInputs) -> tuple[Vectors, Vectors]:
+        q, p = engine(queries, pages, exits)
+        return dict(zip(exits, q)), dict(zip(exits, p))
+
+    return encode
+
+
+def train_step(ctx: StepContext, batch: Batch, step: int, stop: bool = False) -> StepOutput:
+    """One optimizer step on this rank's share `batch` (B pairs) of global batch `step`. `stop`: this rank was
+    asked to stop; the returned `stop` says whether any rank was (agreed in the step's one flags all-reduce)."""
     budgets = ctx.budgets_fn(step)
-    exits = sorted({b.layers for b in budgets})
-    enc_q, enc_p = _encoders(ctx, exits)
-    if not ctx.grad_cache:
-        return _plain_step(ctx, batch, budgets, enc_q, enc_p)
-    q_chunks, q_rng = gradcache.encode_no_grad(enc_q, batch.queries, ctx.chunk_size)
-    p_chunks, p_rng = gradcache.encode_no_grad(enc_p, batch.pages, ctx.chunk_size)
-    q, p = cat_exits(q_chunks), cat_exits(p_chunks)
-    labels = torch.arange(len(batch), device=q[exits[0]].vectors.device) + dist.rank() * len(batch)
+    encoding = ctx.encoding(_encode_fn(ctx.engine, sorted({b.layers for b in budgets})))
+    clear_stale_grads(ctx.engine)
+    q, p = encoding.forward(batch.queries, batch.pages)
+    labels = torch.arange(len(batch), device=p[min(p)].vectors.device) + dist.rank() * len(batch)
     total, per_budget = ctx.loss_fn(q, gather_pages(p, ctx.gather_grad), budgets, labels)
-    # The one host sync of the step: every rank must agree to skip, or ZeRO-3's collectives would hang.
-    if dist.any_rank(~torch.isfinite(total)):
-        return StepOutput(total.detach(), _detach(per_budget), skipped=True)
-    total.backward()
-    gradcache.replay_backward(enc_q, batch.queries, ctx.chunk_size, q_rng, chunk_grads(q, q_chunks), _backward(ctx))
-    gradcache.replay_backward(enc_p, batch.pages, ctx.chunk_size, p_rng, chunk_grads(p, p_chunks), _backward(ctx))
-    ctx.engine.step()
-    return StepOutput(total.detach(), _detach(per_budget))
-
-
-def _plain_step(ctx: StepContext, batch: Any, budgets: list, enc_q: Callable, enc_p: Callable) -> StepOutput:
-    """The same step without the cache: the whole local batch in one graph (memory grows with the batch)."""
-    q, p = enc_q(batch.queries), enc_p(batch.pages)
-    labels = torch.arange(len(batch), device=q[min(q)].vectors.device) + dist.rank() * len(batch)
-    total, per_budget = ctx.loss_fn(q, gather_pages(p, ctx.gather_grad), budgets, labels)
-    if dist.any_rank(~torch.isfinite(total)):
-        return StepOutput(total.detach(), _detach(per_budget), skipped=True)
-    ctx.engine.backward(total, scale_wrt_gas=False)
-    ctx.engine.step()
-    return StepOutput(total.detach(), _detach(per_budget))
-
-
-def _detach(per_budget: dict) -> dict:
-    return {b: v.detach() for b, v in per_budget.items()}
+    skipped, stop = dist.any_ranks(~torch.isfinite(total), stop)
+    if not skipped:
+        encoding.backward(total, lambda loss: ctx.engine.backward(loss, scale_wrt_gas=False))
+        ctx.engine.step()
+    return StepOutput(total.detach(), {b: v.detach() for b, v in per_budget.items()}, skipped, stop)

@@ -1,6 +1,11 @@
-"""Worker for test_step_equivalence: one ZeRO-3 gradient-cached step on this rank's share of a fixed global batch.
+"""Worker for test_step_equivalence: several SGD steps through the real train_step under DeepSpeed, one run per
+mode, each from a fresh engine, on this rank's share of qwen_case's fixed global batch.
 
-Rank 0 writes the engine's initial weights (gathered) and the updated weights (gathered) as safetensors.
+A mode is `name[:chunk]`: cached, plain (train.grad_cache=false), lora, ckpt (gradient checkpointing), and the
+negative controls nogather (the page gather without gradient flow), skipreplay (chunk 1's page gradients are
+dropped before its replay) and nan (rank 1's loss is non-finite at step 1: every rank must skip it). Rank 0 writes
+<out>/<mode>/init.safetensors and final.safetensors (gathered weights) and trace.json (per step: the loss averaged
+over ranks, the engine's gradient norm, skipped).
 """
 
 import argparse
@@ -8,7 +13,6 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from safetensors.torch import save_file
@@ -16,14 +20,17 @@ from safetensors.torch import save_file
 from pipeline.config import load_config
 from pipeline.train import dist
 from pipeline.train.engine import build_engine
+from pipeline.train.gradcache import GradCache
 from pipeline.train.step import Encoder, StepContext, train_step
+from tests.train import qwen_case
 
 
 def gathered_state(engine) -> dict[str, torch.Tensor]:
     import deepspeed
 
     params = dict(engine.module.retriever.named_parameters())
-    with deepspeed.zero.GatheredParameters(list(params.values())):
+    enabled = hasattr(next(iter(params.values())), "ds_id")
+    with deepspeed.zero.GatheredParameters(list(params.values()), enabled=enabled):
         return {n: p.detach().clone().contiguous() for n, p in params.items()}
 
 
@@ -36,62 +43,74 @@ class LocalBatch:
         return len(self.queries)
 
 
-def toy_setup(args):
-    from tests.train.toy import Inputs, ToyRetriever, global_batch, toy_loss
+class SkipPageReplay(GradCache):
+    """Negative control: chunk 1's pages are not back-propagated (their cached gradients are dropped)."""
 
-    torch.manual_seed(0)
-    model = ToyRetriever()
-    q, p = global_batch(args.global_batch)
-    budgets = [SimpleNamespace(layers=1), SimpleNamespace(layers=2)]
-    return model, Inputs(q), Inputs(p), (lambda q, p, b, labels: toy_loss(q, p, b, labels)), (lambda step: budgets)
-
-
-def qwen_setup(args):
-    from tests.train.qwen_case import setup
-
-    return setup(args.model_dir, args.global_batch)
+    def replay(self, chunk, backward):
+        if chunk == 1:
+            start, stop = 1 * self.chunk_size, 2 * self.chunk_size
+            for mv in self.pages.values():
+                mv.vectors.grad[start:stop] = 0
+        super().replay(chunk, backward)
 
 
-def one_step(args, mode: str) -> None:
-    """Build a fresh model and engine, make one step in `mode`, write out/<mode>/{init,after}.safetensors."""
-    model, queries, pages, loss_fn, budgets_fn = (toy_setup if args.kind == "toy" else qwen_setup)(args)
-    if mode == "nan":  # a non-finite loss on rank 1 only: every rank must skip the update
-        base_fn = loss_fn
-        loss_fn = lambda q, p, b, labels: (lambda t, pb: (t * float("nan") if dist.rank() == 1 else t, pb))(
-            *base_fn(q, p, b, labels))
-    cfg = load_config(None, [f"data.global_batch={args.global_batch}", "train.grad_clip=0.0", "train.optimizer=sgd",
-                             f"train.lr={args.lr}", "train.warmup_steps=0", "model.dtype=float32",
-                             f"train.deepspeed_config={args.out}/zero3_test.json"])
+class Context(StepContext):
+    skip_page_replay: bool = False
+
+    def encoding(self, encode):
+        return SkipPageReplay(encode, self.chunk_size) if self.skip_page_replay else super().encoding(encode)
+
+
+def nan_at_step_1_on_rank_1(step):
+    def loss_fn(q, p, budgets, labels):
+        total, per = qwen_case.loss(q, p, budgets, labels)
+        return (total * float("nan") if step == 1 and dist.rank() == 1 else total), per
+    return loss_fn
+
+
+def run_mode(args, spec: str) -> None:
+    name, _, chunk = spec.partition(":")
+    variant = name if name in qwen_case.VARIANTS else "base"
+    model = qwen_case.model(args.model_dir, variant)
+    queries, pages = qwen_case.inputs(model)
+    cfg = load_config(None, [f"data.global_batch={qwen_case.GLOBAL}", "train.grad_clip=0.0", "train.optimizer=sgd",
+                             f"train.lr={args.lr}", "train.warmup_steps=0", f"train.steps={args.steps}", "train.weight_decay=0.0",
+                             "model.dtype=float32", f"train.deepspeed_config={args.ds_config}"])
     engine, _ = build_engine(Encoder(model), cfg, dist.world_size())
-    out = Path(args.out) / mode
-    out.mkdir(parents=True, exist_ok=True)
     init = gathered_state(engine)
-    b, r = args.global_batch // dist.world_size(), dist.rank()
+    b, r = qwen_case.GLOBAL // dist.world_size(), dist.rank()
     local = LocalBatch(queries.slice(r * b, (r + 1) * b), pages.slice(r * b, (r + 1) * b))
-    ctx = StepContext(engine, loss_fn, budgets_fn, args.chunk, grad_cache=bool(args.grad_cache),
-                      gather_grad=mode != "bad")
-    res = train_step(ctx, local, 0)
-    after = gathered_state(engine)
+    ctx = Context(engine, qwen_case.loss, qwen_case.budgets, int(chunk or b), grad_cache=name != "plain",
+                  gather_grad=name != "nogather")
+    ctx.skip_page_replay = name == "skipreplay"
+    trace = []
+    for step in range(args.steps):
+        if name == "nan":
+            ctx.loss_fn = nan_at_step_1_on_rank_1(step)
+        out = train_step(ctx, local, step)
+        norm = None if out.skipped else float(engine.get_global_grad_norm())
+        trace.append({"loss": float(dist.mean_over_ranks(out.loss)), "grad_norm": norm, "skipped": out.skipped})
+    final = gathered_state(engine)
     if r == 0:
-        save_file(init, str(out / "init.safetensors"))
-        save_file(after, str(out / "after.safetensors"))
-    json.dump({"loss": float(res.loss), "skipped": res.skipped}, open(out / f"loss.{r}.json", "w"))
+        target = Path(args.out) / spec.replace(":", "-c")
+        target.mkdir(parents=True, exist_ok=True)
+        save_file(init, str(target / "init.safetensors"))
+        save_file(final, str(target / "final.safetensors"))
+        (target / "trace.json").write_text(json.dumps(trace))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
-    ap.add_argument("--kind", default="toy")
-    ap.add_argument("--modes", default="good,bad")  # good | bad (gather without gradient flow) | nan
-    ap.add_argument("--global-batch", type=int, default=8)
-    ap.add_argument("--chunk", type=int, default=3)
-    ap.add_argument("--lr", type=float, default=0.5)
-    ap.add_argument("--model-dir", default="")
-    ap.add_argument("--grad-cache", type=int, default=1)
+    ap.add_argument("--ds-config", required=True)
+    ap.add_argument("--modes", required=True)
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=0.005)
     args = ap.parse_args()
     dist.init()
-    for mode in args.modes.split(","):
-        one_step(args, mode)
+    for spec in args.modes.split(","):
+        run_mode(args, spec)
     dist.destroy()
 
 

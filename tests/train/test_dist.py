@@ -23,27 +23,37 @@ def test_env_from_each_launcher():
 
 
 def _expected(grad: bool):
-    """Independent reference: rank r's leaf [2, 2+r, 3]; every rank's loss is sum(gathered * coef_r)."""
-    xs = [torch.arange(2 * (2 + r) * 3, dtype=torch.float32).reshape(2, 2 + r, 3).add(10 * r) for r in range(2)]
-    gathered = torch.zeros(4, 3, 3)
-    gathered[:2, :2], gathered[2:] = xs[0], xs[1]
-    base = torch.arange(gathered.numel(), dtype=torch.float32).reshape(3, 3, 4).permute(2, 0, 1)
+    """Independent reference: what the two ranks' exchanged pages, masks, grids and gradients must be."""
+    from tests.train._gather_worker import local_pages
+
+    ranks = [local_pages(r) for r in range(2)]
+    vectors = {}
+    for e in (1, 2):
+        v = torch.zeros(4, 3, 3)
+        v[:2, :2], v[2:] = ranks[0][e].vectors.detach(), ranks[1][e].vectors.detach()
+        vectors[e] = v
+    mask = torch.tensor([[True, True, False], [True, False, False], [True, True, True], [True, True, False]])
+    grids = torch.tensor([[1, 2], [1, 1], [1, 3], [1, 2]])
+    base = torch.arange(36, dtype=torch.float32).reshape(3, 3, 4).permute(2, 0, 1)
     grads = []
     for r in range(2):
         rows = slice(2 * r, 2 * r + 2)
-        coef = base * 3 if grad else base * (r + 1)  # with flow: sum of both ranks' coefficients (1 + 2)
-        grads.append(coef[rows, : 2 + r])
-    return gathered, grads
+        coef = base * 3 if grad else base * (r + 1)  # with flow: the sum of both ranks' coefficients (1 + 2)
+        grads.append({e: (coef * e)[rows, : 2 + r] for e in (1, 2)})
+    return vectors, mask, grids, grads
 
 
 @pytest.mark.parametrize("grad", [True, False])
-def test_gather_sends_gradients_to_the_owning_rank(tmp_path, grad):
+def test_page_exchange_sends_gradients_to_the_owning_rank(tmp_path, grad):
     out = tmp_path / "res"
     proc = run(torchrun_cmd(2, "tests/train/_gather_worker.py", str(out), "1" if grad else "0"), timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    gathered, grads = _expected(grad)
+    vectors, mask, grids, grads = _expected(grad)
     for r in range(2):
         res = json.load(open(f"{out}.{r}"))
-        assert torch.equal(torch.tensor(res["gathered"]), gathered)
-        assert torch.equal(torch.tensor(res["grad"]), grads[r])
-        assert res["any"] is True
+        for e in (1, 2):
+            assert torch.equal(torch.tensor(res["vectors"][str(e)]), vectors[e])
+            assert torch.equal(torch.tensor(res["grad"][str(e)]), grads[r][e])
+        assert torch.equal(torch.tensor(res["mask"]), mask)  # rebuilt from each page's count: padding masked
+        assert torch.equal(torch.tensor(res["grids"]), grids)
+        assert res["flags"] == [True, False, True]  # one all-reduce, each flag true if any rank's is

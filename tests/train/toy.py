@@ -1,4 +1,5 @@
-"""A toy two-exit multi-vector encoder and loss with the Retriever's call shapes, for step tests without a VLM."""
+"""A toy two-exit multi-vector encoder with the Retriever's call shapes and outputs (real MultiVector), for step
+tests without a VLM. Dropout is optional: on, it checks that the gradient cache replays the random state."""
 
 from __future__ import annotations
 
@@ -7,19 +8,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pipeline.model.vectors import MultiVector
+
 
 @dataclass
-class MV:
-    vectors: torch.Tensor  # [B, N, D]
-    mask: torch.Tensor  # [B, N] bool
-    grids: torch.Tensor | None = None
-
-
 class Inputs:
-    """Token features [B, N, F] with the processor inputs' slice/len/to."""
+    """Token features [B, N, F] with the processor inputs' slice / len / to."""
 
-    def __init__(self, x: torch.Tensor):
-        self.x = x
+    x: torch.Tensor
 
     def slice(self, a: int, b: int) -> "Inputs":
         return Inputs(self.x[a:b])
@@ -36,28 +32,31 @@ class ToyRetriever(torch.nn.Module):
 
     exits = [1, 2]
 
-    def __init__(self, feat: int = 6, hidden: int = 16, dim: int = 8):
+    def __init__(self, feat: int = 6, hidden: int = 16, dim: int = 8, dropout: float = 0.0):
         super().__init__()
         self.layers = torch.nn.ModuleList([torch.nn.Linear(feat, hidden), torch.nn.Linear(hidden, hidden)])
         self.heads = torch.nn.ModuleDict({"1": torch.nn.Linear(hidden, dim), "2": torch.nn.Linear(hidden, dim)})
+        self.dropout = torch.nn.Dropout(dropout)
 
-    def _encode(self, inputs: Inputs, exits) -> dict[int, MV]:
+    def _encode(self, inputs: Inputs, exits, pages: bool) -> dict[int, MultiVector]:
         h, out = inputs.x, {}
+        b, n = h.shape[:2]
+        grids = torch.tensor([[1, n]] * b) if pages else None
         for i, layer in enumerate(self.layers, start=1):
-            h = torch.tanh(layer(h))
+            h = self.dropout(torch.tanh(layer(h)))
             if i in (exits or self.exits):
                 v = F.normalize(self.heads[str(i)](h), dim=-1)
-                out[i] = MV(v, torch.ones(v.shape[:2], dtype=torch.bool))
+                out[i] = MultiVector(v, torch.ones(b, n, dtype=torch.bool), grids)
         return out
 
-    def encode_queries(self, inputs, exits=None):
-        return self._encode(inputs, exits)
+    def encode_queries(self, inputs: Inputs, exits=None) -> dict[int, MultiVector]:
+        return self._encode(inputs, exits, pages=False)
 
-    def encode_pages(self, inputs, exits=None):
-        return self._encode(inputs, exits)
+    def encode_pages(self, inputs: Inputs, exits=None) -> dict[int, MultiVector]:
+        return self._encode(inputs, exits, pages=True)
 
 
-def toy_loss(q: dict, p: dict, budgets, labels=None):
+def toy_loss(q: dict, p: dict, budgets=None, labels=None):
     """Mean over exits of in-batch cross-entropy over MaxSim scores (q: [Bq, Nq, D], p: [Bp, Np, D])."""
     per = {}
     for e in sorted(q):
@@ -69,7 +68,7 @@ def toy_loss(q: dict, p: dict, budgets, labels=None):
     return torch.stack(list(per.values())).mean(), per
 
 
-def global_batch(n: int, seed: int = 0, feat: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+def global_batch(n: int, seed: int = 0, feat: int = 6) -> tuple[Inputs, Inputs]:
     """A fixed global batch: queries [n, 3, feat], pages [n, 5, feat]."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, feat, generator=g), torch.randn(n, 5, feat, generator=g)
+    return Inputs(torch.randn(n, 3, feat, generator=g)), Inputs(torch.randn(n, 5, feat, generator=g))
