@@ -7,13 +7,12 @@ is the plain full-batch gradient; activation memory grows with the chunk, not th
 same contract in one graph (memory grows with the batch), the reference the cache must equal.
 
 The encode callable takes a chunk of queries and the matching chunk of pages and returns their vectors at every
-exit, so each replay runs one forward and one backward for both: a parameter used by either kind (the vision tower
-by pages only) receives its gradient in the same backward as the rest.
+exit, so each replay runs one forward and one backward for both (half the backward calls of replaying them apart;
+ZeRO-3 reduce-scatters the gradients after each).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -137,7 +136,3 @@ class GradCache:
         loss.backward()
         for chunk in range(len(self._states)):
             self.replay(chunk, backward)
-
-
-def detach_vectors(vectors: Vectors) -> Vectors:
-    return {e: dataclasses.replace(mv, vectors=mv.vectors.detach()) for e, mv in vectors.items()}

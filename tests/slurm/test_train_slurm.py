@@ -1,5 +1,6 @@
 """`sbatch slurm/train_8node.sh` running the real `python -m pipeline.train`: 8 ranks on 8 nodes under ZeRO-3 on CPU,
-then a USR1 part-way: checkpoint, requeue, resume in the same MLflow run with the uninterrupted run's losses."""
+then a USR1 part-way: checkpoint, requeue, resume in the same MLflow run with the uninterrupted run's losses,
+gradient norms and final weights, bitwise."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.slurm.jobs import FINAL, batch_log, node_logs, read_jsonl, submit
+from tests.train.launch import final_weights
 
 pytestmark = pytest.mark.slurm
-STEPS = 3
+STEPS = 4  # USR1 after step 1; the stop is agreed in a later step's flags all-reduce
 
 
 def _overrides(model: Path, shards: Path, out: Path) -> str:
@@ -104,5 +107,9 @@ def test_usr1_resumes_with_the_uninterrupted_losses(slurm_cluster, uninterrupted
     assert run_id == first_run_id and status == "FINISHED"
     assert [s for s, _ in history] == list(range(1, STEPS + 1))  # every step logged once, none repeated
     assert [s for s, _ in _losses(tmp_path)] == list(range(1, STEPS + 1))
-    reference = [v for _, v in _losses(ref_out)]
-    assert [v for _, v in history] == pytest.approx(reference, rel=1e-5, abs=1e-6)  # the uninterrupted trajectory
+    assert [v for _, v in history] == [v for _, v in _losses(ref_out)]  # the uninterrupted trajectory, bitwise
+    norms = [m["grad_norm"] for m in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
+    assert norms == [m["grad_norm"] for m in read_jsonl(ref_out / "run" / "metrics.jsonl")]
+    ref_weights, weights = final_weights(ref_out / "run"), final_weights(tmp_path / "run")
+    assert ref_weights.keys() == weights.keys() and any("visual" in k for k in weights)
+    assert [k for k in weights if not torch.equal(weights[k], ref_weights[k])] == []  # the same final weights

@@ -1,4 +1,5 @@
-"""Helpers for tests that start real multi-process jobs (torchrun) and stop them by process group id."""
+"""Helpers for tests that start real multi-process jobs (torchrun) and stop them by process group id, and read what
+the runs wrote."""
 
 from __future__ import annotations
 
@@ -26,3 +27,11 @@ def run(cmd: list[str], timeout: float = 240, env: dict | None = None) -> subpro
         out, _ = proc.communicate()
         raise AssertionError(f"timed out: {' '.join(cmd)}\n{out[-4000:]}")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
+
+
+def final_weights(run_dir: Path) -> dict:
+    """Every tensor of a run's final/ safetensors files, keyed `file/tensor` (for bitwise comparisons)."""
+    from safetensors.torch import load_file
+
+    files = sorted((run_dir / "final").glob("*.safetensors"))
+    return {f"{p.name}/{k}": v for p in files for k, v in load_file(p).items()}

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from tests.data.synthetic import write_shards
-from tests.train.launch import ROOT, run, torchrun_cmd
+from tests.train.launch import ROOT, final_weights, run, torchrun_cmd
 
 ENV = {"PYTHONPATH": str(ROOT)}
 
@@ -131,12 +131,6 @@ def uninterrupted(tmp_path_factory, tiny_qwen2vl_dir, shards):
                            str(write_config(tmp, "ref", tiny_qwen2vl_dir, shards[1], **RESUME))), env=ENV)
     assert ref.returncode == 0, ref.stdout[-3000:]
     return tmp / "ref"
-
-
-def final_weights(out: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return {f"{p.name}/{k}": v for p in sorted((out / "final").glob("*.safetensors")) for k, v in load_file(p).items()}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
