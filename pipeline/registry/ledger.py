@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 SUFFIX = ".promotions"
-SOURCE = "ledger:promotions"  # entries hold no files; MLflow still wants a source string
+SOURCE = "ledger:///promotions"  # entries hold no files; MLflow wants an absolute, non-local source URI
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ class RequestGuard:
     async def _body(self, headers: dict, receive) -> bytes:
         declared = headers.get(b"content-length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
-            raise BadRequest(413, f"the body has {int(declared)} bytes, over the limit of {self.max_bytes} "
+            raise BadRequest(413, f"the body has {int(declared)} bytes, over the limit of {self.max_bytes} bytes "
                                   "(serve.max_request_mb)")
         chunks, size, more = [], 0, True
         while more:
