@@ -78,7 +78,7 @@ class TrackingConfig(Section):
     """MLflow tracking and registry."""
 
     tracking_uri: str = "sqlite:///demo_out/mlruns.db"
-    """A SQLite file, a database URI, or an MLflow server (http://...)."""
+    """sqlite:///FILE, another database URI, or an MLflow server (http://HOST:PORT)."""
     experiment: str = "budget-elastic-retrieval"
     """MLflow experiment of training and export runs."""
     artifact_location: str | None = None
