@@ -13,10 +13,8 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 
-from pipeline.train.ranks import DistEnv, env_from
+from pipeline.train.ranks import DistEnv, env_from  # noqa: F401  (dist.env_from: the launcher's ranks)
 
-__all__ = ["DistEnv", "env_from", "init", "destroy", "rank", "world_size", "is_rank0", "barrier", "device",
-           "any_rank", "mean_over_ranks", "gather_padded"]
 log = logging.getLogger(__name__)
 
 
