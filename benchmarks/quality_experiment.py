@@ -10,6 +10,7 @@ Recipes and seeds come from the `experiment` config section; results land in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,13 +18,76 @@ import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.config import Config, parse_cli, save_config
+from pipeline.cli import Command, parse_cli
+from pipeline.config import Config, save_config
+from pipeline.configlib import FieldError, PosInt, Section
 from pipeline.logs import setup_logging
 
 log = logging.getLogger("experiment")
 PY = sys.executable
+
+
+@dataclass(kw_only=True)
+class ExperimentConfig(Section):
+    """The quality experiment: recipes x seeds through the real training path."""
+
+    out_dir: str = "experiment_out"
+    """Everything the experiment writes (corpora, shards, runs, summary)."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds of each recipe (model init, data order)."""
+    recipes: dict[str, list[str]] = field(
+        default_factory=lambda: {
+            "truncation": ["loss.budgets=full"],
+            "2d": ["loss.budgets=2d", "loss.sample_k=6"],
+            "3d": ["loss.budgets=grid", "loss.sample_k=6"],
+            "3d+distill": ["loss.budgets=grid", "loss.sample_k=6", "loss.distill_weight=1.0"],
+        }
+    )
+    """name -> dotted overrides of the run config."""
+    last_head_recipes: list[str] = field(default_factory=lambda: ["truncation"])
+    """Recipes evaluated with the last head at every exit."""
+    eval_docs: PosInt = 67
+    """Held-out documents of a separate corpus (unique answer codes)."""
+    parallel: PosInt = 2
+    """Runs at once (each a single-rank DeepSpeed process)."""
+
+    def check(self) -> None:
+        if not self.seeds or not self.recipes:
+            raise FieldError("seeds" if not self.seeds else "recipes", "must not be empty")
+        unknown = [r for r in self.last_head_recipes if r not in self.recipes]
+        if unknown:
+            raise FieldError("last_head_recipes", f"{unknown} are not recipes ({', '.join(self.recipes)})")
+
+
+@dataclass(kw_only=True)
+class ExperimentRunConfig(Config):
+    """The pipeline's tree plus the experiment's own section."""
+
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+
+    def check(self) -> None:
+        from pipeline.configlib import apply_override, build
+
+        for name, overrides in self.experiment.recipes.items():  # each recipe must give a valid run config
+            tree = dataclasses.asdict(run_config(self))
+            try:
+                for item in overrides:
+                    apply_override(tree, item)
+                build(Config, tree)
+            except ValueError as e:
+                raise FieldError(f"experiment.recipes.{name}", str(e)) from None
+
+
+CLI = Command("python -m benchmarks.quality_experiment", __doc__.splitlines()[0],
+              sections=("experiment",), root=ExperimentRunConfig)
+
+
+def run_config(cfg: ExperimentRunConfig) -> Config:
+    """The pipeline part of the tree (what each stage's command reads)."""
+    return Config(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config)})
 
 
 def _run(cmd: list[str], log_file: Path, threads: int | None = None) -> None:
@@ -148,14 +212,14 @@ def _plot(stats: dict, rows: list[dict], recipes: list[str], path: Path) -> None
 
 
 def main(argv: list[str] | None = None) -> None:
-    setup_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not any(a == "--config" for a in argv):
+    if not any(a == "--config" or a.startswith("--config=") for a in argv):
         argv = ["--config", "configs/experiment.yaml", *argv]
-    cfg = parse_cli(argv, __doc__.splitlines()[0])
+    cfg = parse_cli(CLI, argv)
+    setup_logging()
     out = Path(cfg.experiment.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    save_config(run_config(cfg), out / "config.yaml")
     shards = prepare(cfg, out)
     from mlflow import MlflowClient
 

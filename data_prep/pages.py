@@ -22,10 +22,6 @@ def render_settings(cfg: Any) -> dict:
     import PIL
     import pypdfium2.version as pv
 
-    if cfg.image_format not in EXT:
-        raise ValueError(f"render.image_format must be png or jpeg, not {cfg.image_format!r}")
-    if cfg.split_by not in ("hash", "path"):
-        raise ValueError(f"render.split_by must be hash or path, not {cfg.split_by!r}")
     settings = {
         "dpi": cfg.dpi, "max_pixels": cfg.max_pixels, "image_format": cfg.image_format,
         "shard_size": cfg.shard_size, "eval_fraction": cfg.eval_fraction, "split_seed": cfg.split_seed,

@@ -25,11 +25,17 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as a script from a checkout that is not installed: the repo root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data_prep import pages, shards, sources
-from pipeline.config import RenderConfig, parse_cli
+from data_prep.config import RenderConfig
+from pipeline.cli import Command, flag, parse_cli
 from pipeline.logs import setup_logging
 
 log = logging.getLogger("data_prep.render")
-SHORTCUTS = {"--input": "render.input", "--output": "render.output", "--queries": "render.queries"}
+CLI = Command(
+    "python data_prep/render.py", "Render documents into WebDataset shards (a Ray job).",
+    flags=(flag("--input", key="render.input", metavar="PATH"), flag("--output", key="render.output", metavar="DIR"),
+           flag("--queries", key="render.queries", metavar="FILE")),
+    sections=("render",),
+)
 PROBE_BATCH = 16  # files per probe task
 
 
@@ -215,10 +221,9 @@ def render(cfg: RenderConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    cfg = parse_cli(CLI, argv)
     setup_logging()
-    cfg = parse_cli(argv, "Render documents into WebDataset shards (a Ray job).", SHORTCUTS)
-    try:  # settings and input are checked before Ray starts: a bad value is one line, not a traceback
-        pages.render_settings(cfg.render)
+    try:  # the input is checked before Ray starts: a missing one is one line, not a traceback
         sources.discover(cfg.render.input, cfg.render.queries)
     except (ValueError, FileNotFoundError) as e:
         log.error("%s", e)

@@ -216,16 +216,16 @@ def verify(out_dir: str | Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m data_prep.shards DIR`: verify a shard directory against its manifest (exit 1 on a problem)."""
+    import argparse
     import sys
 
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        sys.stderr.write("usage: python -m data_prep.shards SHARD_DIR\n")
-        return 2
-    problems = verify(args[0])
+    parser = argparse.ArgumentParser(prog="python -m data_prep.shards", description=main.__doc__.splitlines()[0])
+    parser.add_argument("shard_dir", help="a directory holding manifest.json")
+    shard_dir = parser.parse_args(argv).shard_dir
+    problems = verify(shard_dir)
     for p in problems:
         sys.stderr.write(p + "\n")
-    manifest = json.loads((Path(args[0]) / MANIFEST).read_text())
+    manifest = json.loads((Path(shard_dir) / MANIFEST).read_text())
     sys.stdout.write(f"{len(manifest['shards'])} shards, {manifest['splits']}: {'FAILED' if problems else 'ok'}\n")
     return 1 if problems else 0
 

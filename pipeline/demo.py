@@ -18,10 +18,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pipeline.config import Config, parse_cli, save_config
+from pipeline.cli import Command, parse_cli
+from pipeline.config import Config, save_config
 
 PY = sys.executable
 BIN = Path(PY).parent
+CLI = Command("python -m pipeline.demo", "The whole pipeline end to end on a tiny model and synthetic documents.",
+              sections=("synth", "train", "tracking"))
 
 
 def sh(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -49,7 +52,7 @@ def render_on_ray(cfg: Config, conf: list[str]) -> None:
 
 
 def serve_http(cfg: Config, conf: list[str], alias: str, query: str) -> None:
-    """Start `mlflow models serve` for the alias, ask it for one query's vectors, stop it by PID."""
+    """Start the HTTP server for the alias, ask it for one query's vectors, stop it by PID."""
     from data_prep.ray_head import free_port, stop_process_group
 
     port = free_port()
@@ -92,9 +95,9 @@ def summary(cfg: Config, conf: list[str], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" not in argv:
+    if not any(a == "--config" or a.startswith("--config=") for a in argv):
         argv = ["--config", "configs/tiny.yaml", *argv]
-    cfg = parse_cli(argv, __doc__.splitlines()[0])
+    cfg = parse_cli(CLI, argv)
     out = Path(cfg.train.output_dir).resolve().parent  # absolute: Ray jobs run in a copy of the working dir
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "demo_config.yaml")

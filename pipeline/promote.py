@@ -5,53 +5,45 @@
     python -m pipeline.promote --list        (every version: budget, bytes/page, nDCG@5, eval set, aliases)
 
 Prints one line (what moved, or why not). Exit status 0 when the alias moved (or would, in a dry run),
-1 when the gate refused, 2 on a usage error.
+1 when the gate refused or a concurrent promotion won the race, 2 on a usage or config error.
 """
 
 from __future__ import annotations
 
 import sys
 
-from pipeline.config import parse_cli
+from pipeline.cli import Command, flag, parse, switch
 from pipeline.logs import setup_logging
 
-SHORTCUTS = {
-    "--alias": "promote.alias",
-    "--version": "promote.version",
-    "--max-bytes-per-page": "promote.max_bytes_per_page",
-    "--tolerance": "promote.tolerance",
-    "--model": "tracking.registered_model",
-    "--tracking-uri": "tracking.tracking_uri",
-}
+CLI = Command(
+    "python -m pipeline.promote", "Move a registry alias when the quality gate passes.",
+    flags=(flag("--alias", key="promote.alias"), flag("--version", key="promote.version", metavar="N"),
+           flag("--max-bytes-per-page", key="promote.max_bytes_per_page", metavar="X"),
+           flag("--tolerance", key="promote.tolerance"), switch("--dry-run", key="promote.dry_run"),
+           flag("--model", key="tracking.registered_model", metavar="NAME"),
+           flag("--tracking-uri", key="tracking.tracking_uri", metavar="URI"),
+           switch("--list", help="list every version (budget, bytes/page, nDCG@5, eval set, aliases) and exit")),
+    sections=("promote", "tracking"),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    listing = "--list" in argv
-    if "--dry-run" in argv:  # a bare flag; parse_cli shortcuts take a value
-        argv = argv + ["promote.dry_run=true"]
-    argv = [a for a in argv if a not in ("--dry-run", "--list")]
-    cfg = parse_cli(argv, "Move a registry alias when the quality gate passes.", SHORTCUTS)
-    setup_logging()
+    cfg, ns = parse(CLI, argv)
     p = cfg.promote
-    if listing:
-        from mlflow import MlflowClient
-
-        from pipeline.registry.promotion import describe
-
-        client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri, registry_uri=cfg.tracking.tracking_uri)
-        print("\n".join(describe(client, cfg.tracking.registered_model)))
-        return 0
-    if not p.alias or (p.version is None) == (p.max_bytes_per_page is None):
-        sys.stderr.write("usage: --alias NAME and exactly one of --version N / --max-bytes-per-page X\n")
+    if not ns.list and (not p.alias or (p.version is None) == (p.max_bytes_per_page is None)):
+        sys.stderr.write(f"{CLI.prog}: usage: --alias NAME and exactly one of --version N / --max-bytes-per-page X\n")
         return 2
+    setup_logging()
     from mlflow import MlflowClient
 
-    from pipeline.registry.promotion import promote
+    from pipeline.registry.promotion import describe, promote
 
     client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri, registry_uri=cfg.tracking.tracking_uri)
+    if ns.list:
+        print("\n".join(describe(client, cfg.tracking.registered_model)))
+        return 0
     d = promote(client, cfg.tracking.registered_model, p.alias, p.tolerance, version=p.version,
-                max_bytes_per_page=p.max_bytes_per_page, dry_run=p.dry_run)
+                max_bytes_per_page=p.max_bytes_per_page, dry_run=p.dry_run, retries=p.retries)
     prefix = "dry run, would promote: " if d.move and not d.applied else ("promoted: " if d.applied else "")
     print(f"{prefix}{d.reason}")
     return 0 if d.move else 1

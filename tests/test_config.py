@@ -2,12 +2,12 @@
 
 import pytest
 
-from pipeline.config import Config, ConfigError, load_config, parse_cli, save_config
+from pipeline.config import Config, ConfigError, load_config, save_config
 
 
 def test_yaml_and_overrides(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("train:\n  steps: 7\nmodel:\n  widths: [64, 16]\n")
+    p.write_text("train:\n  steps: 7\nmodel:\n  dim: 64\n  widths: [64, 16]\n")
     cfg = load_config(p, ["train.lr=0.001", "loss.temperature=1", "model.exits=[1, 2]"])
     assert cfg.train.steps == 7 and cfg.model.widths == [64, 16]
     assert cfg.train.lr == 0.001 and isinstance(cfg.loss.temperature, float)
@@ -35,11 +35,3 @@ def test_round_trip(tmp_path):
     cfg = load_config(None, ["train.steps=3", "export.budgets={a: [1, 16, 2]}"])
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(tmp_path / "resolved.yaml") == cfg
-
-
-def test_cli_shortcuts_and_error(capsys):
-    cfg = parse_cli(["--input", "x", "render.dpi=50"], shortcuts={"--input": "render.input"})
-    assert cfg.render.input == "x" and cfg.render.dpi == 50
-    with pytest.raises(SystemExit):
-        parse_cli(["render.nope=1"])
-    assert "render.nope" in capsys.readouterr().err

@@ -9,18 +9,18 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.config import Config, parse_cli
+from pipeline.cli import Command, flag, parse_cli
+from pipeline.config import Config
 from pipeline.logs import setup_logging
 
 log = logging.getLogger("pipeline.evaluate")
-SHORTCUTS = {
-    "--model": "eval.model",
-    "--shards": "eval.shards",
-    "--split": "eval.split",
-    "--parquet": "eval.parquet",
-    "--output-dir": "eval.output_dir",
-    "--max-pages": "eval.max_pages",
-}
+CLI = Command(
+    "python -m pipeline.evaluate", "Evaluate a trained retriever over its budget grid.",
+    flags=(flag("--model", key="eval.model", metavar="DIR"), flag("--shards", key="eval.shards", metavar="DIR"),
+           flag("--split", key="eval.split"), flag("--parquet", key="eval.parquet", metavar="FILE"),
+           flag("--output-dir", key="eval.output_dir", metavar="DIR"), flag("--max-pages", key="eval.max_pages")),
+    sections=("eval", "model", "data", "train", "tracking"),
+)
 
 
 def eval_paths(cfg: Config) -> tuple[Path, Path]:
@@ -71,7 +71,7 @@ def _model_cfg(cfg: Config, model_dir: Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_cli(argv, "Evaluate a trained retriever over its budget grid.", SHORTCUTS)
+    cfg = parse_cli(CLI, argv)
     setup_logging()
     results = run(cfg)
     best = max(results["rows"], key=lambda r: r["ndcg_at_5"])

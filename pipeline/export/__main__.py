@@ -15,11 +15,18 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.config import Config, parse_cli
+from pipeline.cli import Command, flag, parse_cli
+from pipeline.config import Config
 from pipeline.logs import setup_logging
 
 log = logging.getLogger("pipeline.export")
-SHORTCUTS = {"--model": "export.model", "--output-dir": "export.output_dir", "--results": "export.results"}
+CLI = Command(
+    "python -m pipeline.export", "Export budget variants of a trained retriever (and register them).",
+    flags=(flag("--model", key="export.model", metavar="DIR"), flag("--output-dir", key="export.output_dir",
+                                                                    metavar="DIR"),
+           flag("--results", key="export.results", metavar="FILE")),
+    sections=("export", "eval", "model", "train", "tracking"),
+)
 
 
 def _results(cfg: Config, full, model_dir: Path, budgets: list) -> dict:
@@ -72,7 +79,7 @@ def run(cfg: Config) -> list[tuple[str, Path, dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_cli(argv, "Export budget variants of a trained retriever (and register them).", SHORTCUTS)
+    cfg = parse_cli(CLI, argv)
     setup_logging()
     for name, path, card in run(cfg):
         reg = card.get("registered")

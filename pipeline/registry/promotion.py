@@ -1,5 +1,9 @@
 """Gated alias promotion: an alias moves to a version only if it beats, or ties within a tolerance, the holder
 on the same evaluation set (same eval fingerprint); every move records why, a refusal changes nothing.
+
+The gate and the move are one compare-and-set through the promotion ledger (`ledger.py`): of concurrent promotions
+of one alias, each is decided against the holder left by the ones before it, so the alias ends on the candidate
+that beats the others, and a promotion that loses the race says so.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from dataclasses import dataclass
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+
+from pipeline.registry import ledger
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,7 @@ class Decision:
     candidate: int | None
     holder: int | None
     applied: bool = False  # True once the alias was actually moved (False in a dry run or a refusal)
+    lost: bool = False  # True when a concurrent promotion moved the alias first and this one was then refused
 
 
 def _num(text: str | None) -> float:
@@ -82,6 +89,14 @@ def holder_of(client: MlflowClient, name: str, alias: str) -> Standing | None:
         return None
 
 
+def _holder(client: MlflowClient, name: str, alias: str) -> tuple[Standing | None, int]:
+    """(holder by the promotion ledger, its ticket); without ledger entries, the alias's version and ticket 0."""
+    top = ledger.head(client, name, alias)
+    if top is None:
+        return holder_of(client, name, alias), 0
+    return Standing.from_version(client.get_model_version(name, str(top.candidate))), top.ticket
+
+
 def best_under(client: MlflowClient, name: str, max_bytes_per_page: float) -> Standing | None:
     """The version with the best nDCG@5 whose bytes/page is <= the limit (ties: fewer bytes, then newer)."""
     rows = [Standing.from_version(mv) for mv in client.search_model_versions(f"name = '{name}'")]
@@ -111,27 +126,49 @@ def promote(
     version: int | None = None,
     max_bytes_per_page: float | None = None,
     dry_run: bool = False,
+    retries: int = 10,
 ) -> Decision:
     """Move `alias` of registered model `name` to `version` (or the best version under `max_bytes_per_page`)
-    if the gate passes; record why. A refusal or a dry run changes nothing."""
+    if the gate passes against the current holder, atomically with respect to concurrent promotions; record why.
+    A refusal, a lost race or a dry run changes nothing."""
+    candidate = _candidate(client, name, version, max_bytes_per_page)
+    if isinstance(candidate, Decision):
+        return candidate
+    if not dry_run:
+        ledger.ensure(client, name)
+    lost_to = None
+    for _ in range(retries):
+        holder, ticket = _holder(client, name, alias)
+        decision = gate(alias, candidate, holder, tolerance)
+        if not decision.move or dry_run:
+            if lost_to is None:
+                return decision
+            return Decision(False, f"lost the race: v{lost_to} took '{alias}' first; {decision.reason}",
+                            decision.candidate, decision.holder, lost=True)
+        if ledger.append(client, name, alias, candidate.version, ticket):
+            ledger.settle(client, name, alias)
+            _record(client, name, alias, decision)
+            log.info("alias '%s' of %s -> v%s", alias, name, decision.candidate)
+            return Decision(True, decision.reason, decision.candidate, decision.holder, applied=True)
+        lost_to = ledger.head(client, name, alias).candidate  # another promotion was first: gate again
+    return Decision(False, f"lost the race: '{alias}' kept moving during {retries} attempts; try again",
+                    candidate.version, None, lost=True)
+
+
+def _candidate(client: MlflowClient, name: str, version: int | None,
+               max_bytes_per_page: float | None) -> Standing | Decision:
+    """The candidate's standing, or a refusal naming why there is none."""
     if (version is None) == (max_bytes_per_page is None):
         raise ValueError("give exactly one of a version or a max bytes/page limit")
     if version is not None:
         try:
-            candidate = Standing.from_version(client.get_model_version(name, str(version)))
+            return Standing.from_version(client.get_model_version(name, str(version)))
         except MlflowException:
             return Decision(False, f"refused: {name} has no version {version}", version, None)
-    else:
-        candidate = best_under(client, name, max_bytes_per_page)
-        if candidate is None:
-            return Decision(False, f"refused: no version of {name} fits {max_bytes_per_page:g} bytes/page", None, None)
-    decision = gate(alias, candidate, holder_of(client, name, alias), tolerance)
-    if not decision.move or dry_run:
-        return decision
-    client.set_registered_model_alias(name, alias, str(decision.candidate))
-    _record(client, name, alias, decision)
-    log.info("alias '%s' of %s -> v%s", alias, name, decision.candidate)
-    return Decision(True, decision.reason, decision.candidate, decision.holder, applied=True)
+    best = best_under(client, name, max_bytes_per_page)
+    if best is None:
+        return Decision(False, f"refused: no version of {name} fits {max_bytes_per_page:g} bytes/page", None, None)
+    return best
 
 
 def describe(client: MlflowClient, name: str) -> list[str]:

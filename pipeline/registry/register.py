@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.tracking_store import ensure_experiment, prepare_uri
+
 log = logging.getLogger(__name__)
 REQUIREMENTS = ["torch", "transformers", "safetensors", "tokenizers", "pillow", "mlflow", "pandas", "pyyaml"]
 
@@ -40,19 +42,6 @@ def _run_exists(client, run_id: str | None) -> bool:
         return False
 
 
-def ensure_experiment(client, tracking) -> str:
-    """The id of tracking.experiment, created if missing; with a SQLite store its artifacts go next to the
-    database file (not into the working directory)."""
-    exp = client.get_experiment_by_name(tracking.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    location = None
-    if tracking.tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking.tracking_uri[len("sqlite:///"):]).resolve()
-        location = (db.parent / "mlartifacts").as_uri()
-    return client.create_experiment(tracking.experiment, artifact_location=location)
-
-
 def register_variant(variant_dir: str | Path, card: dict, tracking):
     """Log `variant_dir` as a pyfunc model (in the source run when this store has it, else in a new run of
     tracking.experiment) and register it as a new version of tracking.registered_model with variant_tags(card).
@@ -62,7 +51,7 @@ def register_variant(variant_dir: str | Path, card: dict, tracking):
 
     from pipeline.registry.pyfunc import ARTIFACT, SIGNATURE
 
-    mlflow.set_tracking_uri(tracking.tracking_uri)
+    mlflow.set_tracking_uri(prepare_uri(tracking.tracking_uri))
     client = MlflowClient(tracking_uri=tracking.tracking_uri, registry_uri=tracking.tracking_uri)
     source = card.get("source_run")
     if _run_exists(client, source):

@@ -1,1 +1,2 @@
-"""Serving a registered variant: over HTTP with `mlflow models serve`, and an on-disk index with top-k search."""
+"""Serving a registered variant: over HTTP (MLflow's scoring app behind a request guard), and an on-disk index with
+top-k search."""

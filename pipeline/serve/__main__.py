@@ -2,27 +2,37 @@
 
     python -m pipeline.serve index  [--alias balanced] [--shards DIR] [--index-dir DIR]   pages -> on-disk index
     python -m pipeline.serve search --query "text" [--query ...] [-k 5] [--index-dir DIR]   top-k pages (JSON lines)
-    python -m pipeline.serve http   [--alias balanced] [--port 5001]   mlflow models serve on serve.host (127.0.0.1)
+    python -m pipeline.serve http   [--alias balanced] [--port 5001]   MLflow's scoring app on serve.host (127.0.0.1)
 
 The model is models:/<tracking.registered_model>@<serve.alias> (or serve.model_uri). Search refuses an index
-built by another registry version than the alias names now: vectors of different variants do not compare.
+built by another registry version than the alias names now: vectors of different variants do not compare. The
+HTTP server answers a malformed request with a one-line 400 and an oversized one with 413 (pipeline/serve/http.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 
-from pipeline.config import Config, parse_cli
+from pipeline.cli import Command, flag, parse, repeat
+from pipeline.config import Config
 from pipeline.logs import setup_logging
 
 log = logging.getLogger("pipeline.serve")
-SHORTCUTS = {"--alias": "serve.alias", "--model-uri": "serve.model_uri", "--index-dir": "serve.index_dir",
-             "--shards": "serve.shards", "--split": "serve.split", "-k": "serve.k", "--port": "serve.port",
-             "--tracking-uri": "tracking.tracking_uri", "--model": "tracking.registered_model"}
-VERBS = ("index", "search", "http")
+_INDEX_DIR = flag("--index-dir", key="serve.index_dir", metavar="DIR")
+CLI = Command(
+    "python -m pipeline.serve", "Serve a registered variant by alias: build an index, search it, or serve HTTP.",
+    flags=(flag("--alias", key="serve.alias"), flag("--model-uri", key="serve.model_uri", metavar="URI"),
+           flag("--model", key="tracking.registered_model", metavar="NAME"),
+           flag("--tracking-uri", key="tracking.tracking_uri", metavar="URI")),
+    verbs={
+        "index": (_INDEX_DIR, flag("--shards", key="serve.shards", metavar="DIR"), flag("--split", key="serve.split")),
+        "search": (_INDEX_DIR, repeat("--query", key="serve.queries", metavar="TEXT"), flag("-k", key="serve.k")),
+        "http": (flag("--host", key="serve.host"), flag("--port", key="serve.port")),
+    },
+    sections=("serve", "tracking"),
+)
 
 
 def resolve(cfg: Config) -> tuple[str, dict]:
@@ -84,33 +94,23 @@ def cmd_search(cfg: Config) -> int:
 
 
 def cmd_http(cfg: Config) -> int:
+    from pipeline.serve.http import serve
+
     uri, info = resolve(cfg)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": cfg.tracking.tracking_uri}
-    bin_dir = os.path.dirname(sys.executable)  # `mlflow models serve` execs uvicorn: the venv's bin first
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    cmd = [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
-           "--host", cfg.serve.host, "--port", str(cfg.serve.port)]
-    log.info("serving %s (v%s) on http://%s:%d/invocations", uri, info["version"], cfg.serve.host, cfg.serve.port)
-    os.execvpe(cmd[0], cmd, env)
+    s = cfg.serve
+    log.info("serving %s (v%s) on http://%s:%d/invocations (at most %d rows, %g MiB per request)", uri,
+             info["version"], s.host, s.port, s.max_rows, s.max_request_mb)
+    serve(uri, s.host, s.port, s.max_request_mb, s.max_rows)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in VERBS:
-        sys.stderr.write(f"usage: python -m pipeline.serve {{{','.join(VERBS)}}} [options] (see --help)\n")
-        return 2
-    verb, rest, queries = argv[0], [], []
-    it = iter(argv[1:])
-    for a in it:  # --query may repeat; parse_cli shortcuts take one value each
-        if a == "--query":
-            queries.append(next(it))
-        else:
-            rest.append(a)
-    if queries:
-        rest.append(f"serve.queries={json.dumps(queries)}")
-    cfg = parse_cli(rest, f"pipeline.serve {verb}", SHORTCUTS)
+    cfg, ns = parse(CLI, argv)
     setup_logging()
-    return {"index": cmd_index, "search": cmd_search, "http": cmd_http}[verb](cfg)
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    return {"index": cmd_index, "search": cmd_search, "http": cmd_http}[ns.verb](cfg)
 
 
 if __name__ == "__main__":

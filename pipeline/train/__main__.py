@@ -3,40 +3,65 @@
 Works the same under `deepspeed --num_gpus N --module pipeline.train ...`, `torchrun --nproc_per_node N -m
 pipeline.train ...` and `srun python -m pipeline.train ...` (ranks come from the launcher's environment; the
 deepspeed launcher's `--local_rank` argument is accepted and ignored). Exit codes: 0 done,
-143 preempted (SIGTERM/SIGUSR1: a checkpoint was saved; rerun the same command to resume), 1 error.
+143 preempted (SIGTERM/SIGUSR1: a checkpoint was saved; rerun the same command to resume), 1 error, 2 a bad
+config or command line (one line, before anything starts).
 """
 
+import logging
 import sys
 import warnings
+from pathlib import Path
 
-from pipeline.config import parse_cli
+from pipeline.cli import Command, flag, ignored, parse_cli
+from pipeline.config import Config
 from pipeline.logs import setup_logging
 
+CLI = Command(
+    "python -m pipeline.train", "Train the budget-elastic retriever (DeepSpeed ZeRO-3, gradient cache, MLflow).",
+    flags=(flag("--output-dir", key="train.output_dir", metavar="DIR"),
+           ignored("--local_rank", help="set by the deepspeed launcher; LOCAL_RANK is read from the environment")),
+    sections=("model", "loss", "data", "train", "tracking"),
+)
+log = logging.getLogger("pipeline.train")
 
-def strip_local_rank(argv: list[str]) -> list[str]:
-    """Drop `--local_rank=N` / `--local_rank N` (added by the deepspeed launcher; LOCAL_RANK is in the env too)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--local_rank":
-            skip = True
-        elif not arg.startswith("--local_rank="):
-            out.append(arg)
-    return out
+
+def launch_problem(cfg: Config, world_size: int) -> str | None:
+    """What makes this config unable to train on `world_size` ranks, found before anything heavy starts."""
+    if cfg.data.global_batch % world_size:
+        return f"data.global_batch {cfg.data.global_batch} does not split over {world_size} ranks"
+    if cfg.model.dtype == "float16":
+        return "model.dtype float16: training takes auto, float32 or bfloat16"
+    if not Path(cfg.train.deepspeed_config).is_file():
+        return f"train.deepspeed_config: no such file {cfg.train.deepspeed_config}"
+    if not (Path(cfg.data.shards) / "manifest.json").is_file():
+        return f"data.shards: no manifest.json in {cfg.data.shards} (run the render job first)"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = strip_local_rank(sys.argv[1:] if argv is None else argv)
-    cfg = parse_cli(argv, description=__doc__.splitlines()[0], shortcuts={"--output-dir": "train.output_dir"})
+    cfg = parse_cli(CLI, argv)
+    from pipeline.train.ranks import env_from
+
+    problem = launch_problem(cfg, env_from().world_size)
+    if problem:
+        sys.stderr.write(f"{CLI.prog}: config error: {problem}\n")
+        return 2
     setup_logging()
     # DeepSpeed 0.19 calls torch.distributed APIs that torch 2.13 marks deprecated, once per collective.
     warnings.filterwarnings("ignore", message=r".*torch\.distributed\..* is deprecated", category=FutureWarning)
     from pipeline.train import dist
+    from pipeline.train.checkpoint import CheckpointError
     from pipeline.train.loop import train
+    from pipeline.train.tracking import fail_active_run
 
     try:
         return train(cfg)
+    except CheckpointError as e:  # nothing trustworthy to resume from: say so, never restart from step 0
+        log.error("%s", e)
+        return 1
+    except BaseException:
+        fail_active_run()  # the MLflow run (if it started) ends FAILED, not FINISHED
+        raise
     finally:
         dist.destroy()
 

@@ -6,72 +6,24 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import shutil
 import socket
-import subprocess
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 
+from pipeline.train.ranks import DistEnv, env_from  # noqa: F401  (dist.env_from: the launcher's ranks)
+
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class DistEnv:
-    """Where this process sits: global rank, rank on its node, world size, rendezvous address and the launcher."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    master_addr: str = "127.0.0.1"
-    master_port: int = 29500
-    launcher: str = "single"
-
-
-def _slurm_master(environ) -> str:
-    """First host of the job's node list, as an address (scontrol resolves the Slurm NodeAddr)."""
-    nodelist = environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST")
-    if not nodelist or not shutil.which("scontrol"):
-        return "127.0.0.1"
-    host = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                          check=True).stdout.split()[0]
-    out = subprocess.run(["scontrol", "show", "node", host], capture_output=True, text=True).stdout
-    for token in out.split():
-        if token.startswith("NodeAddr="):
-            return token.split("=", 1)[1]
-    return host
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def env_from(environ=None) -> DistEnv:
-    """Read ranks from the launcher's variables: torchrun / deepspeed (RANK, LOCAL_RANK, WORLD_SIZE), Slurm srun
-    (SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS), Open MPI (OMPI_COMM_WORLD_*), else one process."""
-    e = os.environ if environ is None else environ
-    port = int(e.get("MASTER_PORT", 0))
-    if "RANK" in e and "WORLD_SIZE" in e:
-        return DistEnv(int(e["RANK"]), int(e.get("LOCAL_RANK", 0)), int(e["WORLD_SIZE"]),
-                       e.get("MASTER_ADDR", "127.0.0.1"), port or 29500, "torchrun")
-    if "SLURM_PROCID" in e and "SLURM_NTASKS" in e:
-        # A port every task of the job agrees on without talking: derived from the job id.
-        port = port or 20000 + int(e.get("SLURM_JOB_ID", "0")) % 20000
-        return DistEnv(int(e["SLURM_PROCID"]), int(e.get("SLURM_LOCALID", 0)), int(e["SLURM_NTASKS"]),
-                       e.get("MASTER_ADDR") or _slurm_master(e), port, "slurm")
-    if "OMPI_COMM_WORLD_RANK" in e:
-        return DistEnv(int(e["OMPI_COMM_WORLD_RANK"]), int(e.get("OMPI_COMM_WORLD_LOCAL_RANK", 0)),
-                       int(e["OMPI_COMM_WORLD_SIZE"]), e.get("MASTER_ADDR", "127.0.0.1"), port or 29500, "mpi")
-    return DistEnv(master_port=port or _free_port())
-
-
 def init(env: DistEnv | None = None, timeout_s: float = 1800) -> DistEnv:
-    """Create the process group (gloo on CPU, nccl on CUDA) once, and export the variables DeepSpeed reads."""
+    """Create the process group (gloo on CPU, nccl on CUDA) once, and export the variables DeepSpeed reads.
+
+    `timeout_s` bounds every wait on the other ranks (rendezvous and collectives): a stopped or lost rank fails the
+    others after that long instead of hanging them. Rank 0's rendezvous store listens on `env.master_addr` only
+    (127.0.0.1 on one machine), not on every interface."""
     env = env or env_from()
     for key, value in (("RANK", env.rank), ("LOCAL_RANK", env.local_rank), ("WORLD_SIZE", env.world_size),
                        ("MASTER_ADDR", env.master_addr), ("MASTER_PORT", env.master_port)):
@@ -81,11 +33,32 @@ def init(env: DistEnv | None = None, timeout_s: float = 1800) -> DistEnv:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(env.local_rank)
-    dist.init_process_group("nccl" if cuda else "gloo", rank=env.rank, world_size=env.world_size,
-                            timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    dist.init_process_group("nccl" if cuda else "gloo", rank=env.rank, world_size=env.world_size, timeout=timeout,
+                            store=_store(env, timeout))
     log.info("process group: %d ranks via %s, rendezvous %s:%d", env.world_size, env.launcher,
              env.master_addr, env.master_port)
     return env
+
+
+def _store(env: DistEnv, timeout: datetime.timedelta) -> dist.TCPStore:
+    """The rendezvous store: rank 0 serves it on a socket bound to master_addr:master_port, the others connect.
+
+    Under torchrun (TORCHELASTIC_USE_AGENT_STORE) the agent serves it and every rank is a client."""
+    if env.rank != 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        return dist.TCPStore(env.master_addr, env.master_port, env.world_size, is_master=False, timeout=timeout)
+    family = socket.AF_INET6 if ":" in env.master_addr else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((env.master_addr, env.master_port))
+    listener.listen(1024)
+    store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, is_master=True, timeout=timeout,
+                          master_listen_fd=listener.fileno(), wait_for_workers=False)
+    _listeners.append(listener)  # the store serves on this socket: keep it open for the process's life
+    return store
+
+
+_listeners: list[socket.socket] = []
 
 
 def destroy() -> None:

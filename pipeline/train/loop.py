@@ -88,16 +88,17 @@ def install_signal_handlers(stop: dict) -> None:
 
 def build_run(cfg: Config) -> Run:
     """Process group, model, engine, stream, resume from the latest checkpoint, tracker, signal handlers."""
-    dist.init()
+    dist.init(timeout_s=cfg.train.dist_timeout_s)
     Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
+    checkpointer = Checkpointer(cfg.train.output_dir, cfg.train.keep_checkpoints)
+    resume = checkpointer.find()  # before the model loads: refusing to resume costs seconds, not minutes
     torch.manual_seed(cfg.train.seed + dist.rank())
     retriever = build_model(cfg)
     engine, ds_config = build_engine(Encoder(retriever), cfg, dist.world_size())
     stream = build_stream(cfg, retriever.processor)
-    checkpointer = Checkpointer(cfg.train.output_dir, cfg.train.keep_checkpoints)
-    state = checkpointer.load(engine)
+    state = checkpointer.load(engine, resume) if resume is not None else None
     run = Run(cfg, engine, retriever, stream, build_step_context(cfg, engine, retriever), checkpointer,
-              Tracker(cfg, ds_config, cfg.train.output_dir))
+              Tracker(cfg, ds_config, cfg.train.output_dir, resumed_step=state["step"] if state else 0))
     if state is not None:
         stream.load_state_dict(state["stream"])
         run.step, run.skipped = state["step"], state["skipped"]

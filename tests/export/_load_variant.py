@@ -1,8 +1,8 @@
 """Run in a fresh process: load each variant directory alone, encode pages and queries, save the vectors.
 
     python tests/export/_load_variant.py PAGES_DIR OUT_DIR VARIANT_DIR...   (writes OUT_DIR/<variant name>.safetensors)
-Also records which heavy modules got imported: DeepSpeed and the training code must not be, by the variant
-or by the evaluation/export/serving modules."""
+Also records which heavy modules got imported: DeepSpeed and the training code (anything of pipeline.train but
+its config section) must not be, by the variant or by the evaluation/export/serving modules."""
 
 import sys
 from pathlib import Path
@@ -25,6 +25,8 @@ for variant_dir in variant_dirs:
     queries = retriever.embed(queries=["ABC", "find the code XYZ"])
     tensors = {f"page{i}": v.contiguous() for i, v in enumerate(pages)}
     tensors.update({f"query{i}": v.contiguous() for i, v in enumerate(queries)})
-    imported = [m for m in ("deepspeed", "pipeline.train", "pipeline.data.stream") if m in sys.modules]
+    # The config tree holds training's section (pipeline.train.config: plain dataclasses), nothing else of training.
+    imported = sorted(m for m in sys.modules if m in ("deepspeed", "pipeline.data.stream")
+                      or (m.startswith("pipeline.train.") and m != "pipeline.train.config"))
     meta = {"imported": ",".join(imported), "layers": str(retriever.num_layers)}
     save_file(tensors, str(Path(out_dir) / f"{Path(variant_dir).name}.safetensors"), metadata=meta)

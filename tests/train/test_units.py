@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from pipeline.config import TrainConfig
-from pipeline.train.__main__ import strip_local_rank
+from pipeline.cli import parse
+from pipeline.train.__main__ import CLI
 from pipeline.train.checkpoint import rng_state, set_rng_state
 from pipeline.train.optim import WarmupCosine, build_optimizer, param_groups
 from pipeline.train.tracking import _param_key
@@ -45,6 +46,6 @@ def test_param_groups_and_optimizers():
 
 
 def test_launcher_arguments_and_param_keys():
-    assert strip_local_rank(["--local_rank=1", "--config", "a.yaml", "x=1"]) == ["--config", "a.yaml", "x=1"]
-    assert strip_local_rank(["--config", "a.yaml", "--local_rank", "0"]) == ["--config", "a.yaml"]
+    for argv in (["--local_rank=1", "train.steps=3"], ["train.steps=3", "--local_rank", "0"]):  # the launcher's flag
+        assert parse(CLI, argv)[0].train.steps == 3
     assert _param_key("experiment.recipes.3d+distill") == "experiment.recipes.3d_distill"

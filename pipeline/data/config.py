@@ -1,0 +1,31 @@
+"""The training stream's section of the config tree (pipeline/data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.configlib import FieldError, NonNegInt, PosInt, Section
+
+
+@dataclass(kw_only=True)
+class DataConfig(Section):
+    """The training stream (pipeline/data)."""
+
+    shards: str = "demo_out/shards"
+    """The shard directory holding manifest.json."""
+    split: str = "train"
+    """The manifest split to train on."""
+    global_batch: PosInt = 16
+    """Query/page pairs per optimizer step, over all ranks (a multiple of the world size)."""
+    chunk_size: PosInt = 4
+    """Pairs per gradient-cache chunk on one rank."""
+    num_workers: NonNegInt = 0
+    """DataLoader worker processes per rank."""
+    seed: int = 0
+    """Seed of the sample order (a pure function of seed, epoch and world size)."""
+    verify_checksums: bool = False
+    """Check every shard's sha256 against the manifest at start (sizes are always checked)."""
+
+    def check(self) -> None:
+        if not self.split:
+            raise FieldError("split", "must not be empty")

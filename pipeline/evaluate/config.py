@@ -1,0 +1,38 @@
+"""Evaluation's section of the config tree: which eval set, which model, how the index is stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pipeline.configlib import NonNegInt, PosInt, Range, Section
+
+
+@dataclass(kw_only=True)
+class EvalConfig(Section):
+    """Budget-grid evaluation (pipeline/evaluate)."""
+
+    shards: str | None = None
+    """The eval shard directory; null: data.shards."""
+    split: str = "eval"
+    """The manifest split to evaluate on."""
+    parquet: str | None = None
+    """A page-image Parquet set with queries and qrels instead of shards."""
+    batch_size: PosInt = 16
+    """Pages or queries encoded at once."""
+    output_dir: str | None = None
+    """Where results.json/.md/.csv and the plot go; null: <train.output_dir>/eval."""
+    max_pages: PosInt | None = None
+    """Evaluate on the first N pages only (null: all)."""
+    model: str | None = None
+    """A saved Retriever directory; null: <train.output_dir>/final."""
+    run_depth: Annotated[int, Range(lo=10)] = 100
+    """Pages kept per query in the ranked run (the metrics need 10)."""
+    index_dtype: Literal["float32", "float16", "bfloat16", "int8"] = "float16"
+    """Storage dtype that bytes/page counts and scoring rounds to."""
+    timing_pages: NonNegInt = 16
+    """Pages encoded per exit to time encoding (0: no timing)."""
+    log_mlflow: bool = True
+    """Log table, plot and metrics to the training run (<train.output_dir>/run.json)."""
+    progress: bool = True
+    """tqdm bars over pages and budgets (stderr)."""

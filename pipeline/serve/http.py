@@ -1,0 +1,164 @@
+"""The HTTP model server: MLflow's scoring app for the variant pyfunc behind a guard that answers a bad request
+with one human-readable line before the model sees it.
+
+The guard (an ASGI wrapper around `/invocations`) reads at most `serve.max_request_mb` of body (larger: 413),
+accepts JSON in MLflow's formats (`dataframe_split`, `dataframe_records`, `inputs`, `instances`), refuses more
+than `serve.max_rows` rows (413), and checks the columns and rows with the pyfunc's own `check_rows` (400). Error
+responses from the scoring app are cut to {"error_code", "message"}: no stack trace, no install paths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from pipeline.registry.pyfunc import RequestError, check_rows
+
+log = logging.getLogger(__name__)
+FORMATS = ("dataframe_split", "dataframe_records", "inputs", "instances")
+
+
+class BadRequest(Exception):
+    """A request refused before the model: HTTP `status` and one line of why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def records_of(payload: Any) -> list[dict]:
+    """The rows of a JSON request in any of MLflow's formats, as dicts; BadRequest when it has none of them."""
+    if not isinstance(payload, dict):
+        raise BadRequest(400, f"the body must be a JSON object with one of {', '.join(FORMATS)}")
+    keys = [k for k in payload if k != "params"]
+    if len(keys) != 1 or keys[0] not in FORMATS:
+        got = ", ".join(map(repr, keys)) or "nothing"
+        raise BadRequest(400, f"expected exactly one of {', '.join(FORMATS)}; got {got}")
+    data = payload[keys[0]]
+    if keys[0] == "dataframe_split":
+        if not (isinstance(data, dict) and isinstance(data.get("columns"), list) and isinstance(data.get("data"), list)
+                and all(isinstance(r, list) and len(r) == len(data["columns"]) for r in data["data"])):
+            raise BadRequest(400, "dataframe_split needs 'columns' and 'data' (rows of that many values)")
+        return [dict(zip(data["columns"], row)) for row in data["data"]]
+    if isinstance(data, dict):  # columnar: {column: [values]}
+        columns = list(data.values())
+        if not all(isinstance(c, list) and len(c) == len(columns[0]) for c in columns):
+            raise BadRequest(400, f"{keys[0]} as columns needs lists of equal length")
+        return [dict(zip(data, values)) for values in zip(*columns)]
+    if isinstance(data, list) and all(isinstance(r, dict) for r in data):
+        return data
+    raise BadRequest(400, f"{keys[0]} must be a list of rows like {{\"query\": \"...\"}} or a mapping of columns")
+
+
+def check_request(body: bytes, content_type: str, max_rows: int) -> None:
+    """Raise BadRequest (400, 413, 415) for a body the model should never see."""
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise BadRequest(415, f"send Content-Type: application/json (got {content_type or 'none'!r})")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(400, f"the body is not JSON ({str(e).splitlines()[0]})") from None
+    records = records_of(payload)
+    if len(records) > max_rows:
+        raise BadRequest(413, f"{len(records)} rows exceed the limit of {max_rows} per request (serve.max_rows)")
+    try:
+        check_rows(records)
+    except RequestError as e:
+        raise BadRequest(400, e.message) from None
+
+
+def error_body(status: int, message: str) -> bytes:
+    code = {413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}.get(status, "BAD_REQUEST")
+    return json.dumps({"error_code": code, "message": message}).encode()
+
+
+def one_line(body: bytes) -> str:
+    """The reason in an MLflow error body: our RequestError's line when present, else the message's first line."""
+    try:
+        message = str(json.loads(body).get("message", ""))
+    except (ValueError, AttributeError):
+        message = body.decode(errors="replace")
+    message = message.rsplit("\nError: ", 1)[-1]  # MLflow prefixes the whole input data to a predict error
+    return (message.strip().splitlines() or ["the model could not answer this request"])[0][:300]
+
+
+async def _reply(send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestGuard:
+    """ASGI wrapper: limits and checks `POST /invocations`, and strips the scoring app's error bodies."""
+
+    def __init__(self, app, max_bytes: int, max_rows: int):
+        self.app, self.max_bytes, self.max_rows = app, max_bytes, max_rows
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/invocations":
+            return await self.app(scope, receive, send)
+        headers = {k.lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            body = await self._body(headers, receive)
+            check_request(body, headers.get(b"content-type", ""), self.max_rows)
+        except BadRequest as e:
+            return await _reply(send, e.status, error_body(e.status, e.message))
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, _Stripper(send))
+
+    async def _body(self, headers: dict, receive) -> bytes:
+        declared = headers.get(b"content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            raise BadRequest(413, f"the body has {int(declared)} bytes, over the limit of {self.max_bytes} bytes "
+                                  "(serve.max_request_mb)")
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest(400, "the client went away")
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.max_bytes:
+                raise BadRequest(413, f"the body is over the limit of {self.max_bytes} bytes (serve.max_request_mb)")
+        return b"".join(chunks)
+
+
+class _Stripper:
+    """Wraps `send`: an error response's body becomes {"error_code", "message": one line} (logged in full here)."""
+
+    def __init__(self, send):
+        self.send, self.start, self.parts = send, None, []
+
+    async def __call__(self, message):
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            self.start = message
+            return
+        if self.start is None:
+            return await self.send(message)
+        self.parts.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        body = b"".join(self.parts)
+        log.warning("request failed (%d): %s", self.start["status"], body[:2000].decode(errors="replace"))
+        await _reply(self.send, self.start["status"], error_body(self.start["status"], one_line(body)))
+
+
+def serve(model_uri: str, host: str, port: int, max_request_mb: float, max_rows: int) -> None:
+    """Load the pyfunc at `model_uri` and serve it on host:port until stopped (SIGINT/SIGTERM)."""
+    import mlflow.pyfunc
+    import uvicorn
+    from mlflow.pyfunc import scoring_server
+
+    app = scoring_server.init(mlflow.pyfunc.load_model(model_uri))
+    guarded = RequestGuard(app, int(max_request_mb * 2**20), max_rows)
+    uvicorn.run(guarded, host=host, port=port, log_level="info")

@@ -1,0 +1,44 @@
+"""Where MLflow keeps a run's files: the configured experiment, created with an artifact root beside the tracking
+store (never the current directory), shared by training runs and registered variants."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def prepare_uri(uri: str) -> str:
+    """Create the parent directory of a local SQLite store."""
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def artifact_root(tracking) -> str | None:
+    """The artifact location for a new experiment: tracking.artifact_location (made absolute), `mlartifacts/`
+    next to a SQLite file, else None (a server or file store uses its own root)."""
+    if tracking.artifact_location:
+        loc = tracking.artifact_location
+        return loc if "://" in loc or loc.startswith("file:") else Path(loc).expanduser().resolve().as_uri()
+    if tracking.tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking.tracking_uri[len("sqlite:///"):]).expanduser().resolve()
+        return (db.parent / "mlartifacts").as_uri()
+    return None
+
+
+def ensure_experiment(client, tracking) -> str:
+    """The id of tracking.experiment, created with `artifact_root(tracking)` when missing."""
+    exp = client.get_experiment_by_name(tracking.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.create_experiment(tracking.experiment, artifact_location=artifact_root(tracking))
+    except MlflowException:  # created meanwhile by a concurrent process
+        exp = client.get_experiment_by_name(tracking.experiment)
+        if exp is None:
+            raise
+        return exp.experiment_id

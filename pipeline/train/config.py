@@ -1,0 +1,100 @@
+"""Training's sections of the config tree: the Matryoshka objective, the loop, and MLflow tracking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.configlib import FieldError, NonNegFloat, NonNegInt, PosFloat, PosInt, Section
+
+# Database stores whose runs would otherwise put artifacts under the current directory (./mlruns).
+_DB_SCHEMES = ("postgresql", "mysql", "mssql", "oracle")
+
+
+@dataclass(kw_only=True)
+class LossConfig(Section):
+    """The width x depth x count Matryoshka objective (pipeline/train/loss.py)."""
+
+    temperature: PosFloat = 0.02
+    """Scores are divided by this before the softmax."""
+    budgets: Literal["grid", "2d", "full"] = "grid"
+    """grid: every (exit, width, pool); 2d: pool 1 only; full: the full budget only."""
+    sample_k: NonNegInt = 0
+    """0: every budget each step; k: the full budget plus k sampled ones (the same on every rank)."""
+    full_weight: NonNegFloat = 1.0
+    """Weight of the full budget's loss."""
+    small_weight: NonNegFloat = 1.0
+    """Weight of every other budget's loss."""
+    distill_weight: NonNegFloat = 0.0
+    """KL of each smaller budget's scores towards the full budget's."""
+    distill_temperature: PosFloat = 1.0
+    """Temperature of the self-distillation softmax."""
+    normalize: bool = True
+    """Divide the weighted sum by the sum of weights (scale independent of the number of budgets)."""
+    sample_seed: int = 0
+    """sample_k draws are seeded by (sample_seed, step)."""
+
+    def check(self) -> None:
+        if self.full_weight == 0 and self.small_weight == 0 and self.distill_weight == 0:
+            raise FieldError("full_weight", "full_weight, small_weight and distill_weight are all 0: nothing to train")
+
+
+@dataclass(kw_only=True)
+class TrainConfig(Section):
+    """The training loop (pipeline/train)."""
+
+    output_dir: str = "demo_out/run"
+    """Checkpoints, final/, run.json, metrics.jsonl and the resolved config."""
+    steps: PosInt = 100
+    """Optimizer steps to train (a resumed run continues to this count)."""
+    lr: PosFloat = 2e-4
+    """Peak learning rate (after warm-up, then cosine decay)."""
+    warmup_steps: NonNegInt = 10
+    """Linear warm-up steps."""
+    weight_decay: NonNegFloat = 0.0
+    """Decoupled weight decay of matrices (biases and norms never decay)."""
+    grad_clip: NonNegFloat = 1.0
+    """Gradient norm clipping (0: off)."""
+    optimizer: Literal["adamw", "adamw8bit", "sgd"] = "adamw"
+    """adamw, adamw8bit (bitsandbytes) or sgd (plain; for exactness tests)."""
+    deepspeed_config: str = "deepspeed_configs/zero3.json"
+    """DeepSpeed JSON; its "auto" fields are filled from this config."""
+    grad_cache: bool = True
+    """Gradient cache over chunks (memory flat in the batch size); false: one plain forward per step."""
+    seed: int = 0
+    """Seed of the model's random state (per rank: seed + rank)."""
+    checkpoint_every: PosInt = 50
+    """Steps between checkpoints (the last step always saves one)."""
+    keep_checkpoints: PosInt = 2
+    """Complete checkpoints kept (the newest ones)."""
+    log_every: PosInt = 10
+    """Steps between logged metrics."""
+    dist_timeout_s: PosFloat = 1800.0
+    """Seconds a rank waits in a collective (or the rendezvous) for the others before failing."""
+
+
+@dataclass(kw_only=True)
+class TrackingConfig(Section):
+    """MLflow tracking and registry."""
+
+    tracking_uri: str = "sqlite:///demo_out/mlruns.db"
+    """sqlite:///FILE, another database URI, or an MLflow server (http://HOST:PORT)."""
+    experiment: str = "budget-elastic-retrieval"
+    """MLflow experiment of training and export runs."""
+    artifact_location: str | None = None
+    """Artifact root of a new experiment; null: next to a SQLite file (mlartifacts/), else the server's root."""
+    run_name: str | None = None
+    """Name of a new training run."""
+    registered_model: str = "retriever-tiny"
+    """Registered model that holds the variants."""
+    system_metrics: bool = True
+    """Log CPU/GPU/memory metrics with the training run."""
+
+    def check(self) -> None:
+        for name in ("tracking_uri", "experiment", "registered_model"):
+            if not getattr(self, name):
+                raise FieldError(name, "must not be empty")
+        scheme = self.tracking_uri.split(":", 1)[0].split("+", 1)[0]
+        if scheme in _DB_SCHEMES and not self.artifact_location:
+            raise FieldError("artifact_location", f"a {scheme} store needs it (else artifacts land in the current "
+                                                  "directory)")

@@ -1,0 +1,107 @@
+"""Serving's request path: a request without the expected columns, with both or neither, or not in a known format is a
+400 with one human-readable line (no stack trace, no paths); too many rows or bytes is a 413. First the checks
+alone, then a real `python -m pipeline.serve http` process (stopped by PID)."""
+
+import base64
+import json
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+from mlflow import MlflowClient
+from PIL import Image
+
+from pipeline.registry.promotion import promote
+from pipeline.registry.pyfunc import encode_image
+from pipeline.serve.http import BadRequest, check_request
+from tests.export.chain import NAME, config, registered
+from tests.registry.servers import free_port, process
+
+JSON = "application/json"
+CASES = [  # (body, status, message)
+    ({"dataframe_split": {"columns": ["qurey"], "data": [["ABC"]]}}, 400,
+     "unknown column 'qurey': the columns are 'query' (text) and 'image' (base64 PNG/JPEG)"),
+    ({"inputs": ["ABC"]}, 400, "inputs must be a list of rows like {\"query\": \"...\"} or a mapping of columns"),
+    ({"inputs": {"query": ["ABC", "DEF"]}}, None, None),
+    ({"dataframe_records": [{"query": "ABC", "image": "aGk="}]}, 400,
+     "row 0 has both 'query' and 'image': give exactly one"),
+    ({"dataframe_split": {"columns": ["query", "image"], "data": [["ABC", None], [None, ""]]}}, 400,
+     "row 1 has neither 'query' and 'image': give exactly one"),
+    ({"dataframe_records": []}, 400,
+     "no rows: send at least one row with a 'query' (text) or an 'image' (base64 PNG/JPEG)"),
+    ({"query": "ABC"}, 400, "expected exactly one of dataframe_split, dataframe_records, inputs, instances; got 'query'"),
+    ({"dataframe_split": {"columns": ["query"], "data": [["a", "b"]]}}, 400,
+     "dataframe_split needs 'columns' and 'data' (rows of that many values)"),
+    ({"instances": [{"query": str(i)} for i in range(5)]}, 413,
+     "5 rows exceed the limit of 4 per request (serve.max_rows)"),
+]
+
+
+@pytest.mark.parametrize("body,status,message", CASES, ids=[str(i) for i in range(len(CASES))])
+def test_checks(body, status, message):
+    if status is None:
+        check_request(json.dumps(body).encode(), JSON, max_rows=4)
+        return
+    with pytest.raises(BadRequest) as err:
+        check_request(json.dumps(body).encode(), JSON, max_rows=4)
+    assert (err.value.status, err.value.message) == (status, message)
+
+
+def test_not_json_and_wrong_type():
+    with pytest.raises(BadRequest) as err:
+        check_request(b"{'query': 1", JSON, 4)
+    assert err.value.status == 400 and err.value.message.startswith("the body is not JSON (")
+    with pytest.raises(BadRequest) as err:
+        check_request(b"query,image\nabc,\n", "text/csv", 4)
+    assert (err.value.status, err.value.message) == (415, "send Content-Type: application/json (got 'text/csv')")
+
+
+def _post(port: int, body: bytes) -> tuple[int, dict]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": JSON})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_qwen2vl_dir):
+    cfg = config(tmp_path_factory, tiny_qwen2vl_dir)
+    cards = registered(tmp_path_factory, tiny_qwen2vl_dir)
+    client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri, registry_uri=cfg.tracking.tracking_uri)
+    promote(client, NAME, "guarded", 0.0, version=cards["quarter"]["registered"]["version"])
+    port = free_port()
+    cmd = [sys.executable, "-m", "pipeline.serve", "http", "--tracking-uri", cfg.tracking.tracking_uri, "--model",
+           NAME, "--alias", "guarded", "--port", str(port), "serve.max_rows=4", "serve.max_request_mb=0.05"]
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with process(cmd, f"http://127.0.0.1:{port}/ping", log, timeout=180):
+        yield port
+
+
+def test_live_server_answers_bad_requests_in_one_line(server):
+    for body, status, message in CASES:
+        if status is None:
+            code, answer = _post(server, json.dumps(body).encode())
+            assert code == 200 and [p["kind"] for p in answer["predictions"]] == ["query", "query"]
+            continue
+        code, answer = _post(server, json.dumps(body).encode())
+        assert (code, answer) == (status, {"error_code": "REQUEST_TOO_LARGE" if status == 413 else "BAD_REQUEST",
+                                           "message": message})
+
+
+def test_live_server_limits_bytes_and_hides_model_errors(server):
+    big = json.dumps({"inputs": {"query": ["x" * 60_000]}}).encode()
+    code, answer = _post(server, big)
+    assert code == 413 and answer["message"] == (f"the body has {len(big)} bytes, over the limit of 52428 bytes "
+                                                 "(serve.max_request_mb)")
+    not_an_image = base64.b64encode(b"definitely not a png").decode()
+    code, answer = _post(server, json.dumps({"inputs": [{"image": not_an_image}]}).encode())
+    assert code == 400 and answer == {"error_code": "BAD_REQUEST",
+                                      "message": "row 0: 'image' is not a base64 PNG or JPEG"}
+    page = encode_image(Image.new("RGB", (112, 112), "white"))
+    code, answer = _post(server, json.dumps({"dataframe_split": {"columns": ["query", "image"],
+                                                                 "data": [["ABC", None], [None, page]]}}).encode())
+    assert code == 200 and [p["kind"] for p in answer["predictions"]] == ["query", "page"]
+    assert len(answer["predictions"][1]["vectors"][0]) == 16  # the quarter variant: dim 16

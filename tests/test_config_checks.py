@@ -1,0 +1,126 @@
+"""Every enumerated setting, range and cross-field rule is checked when the config is built (from YAML, overrides
+or code), with one message naming the key; files that are missing or not YAML name the file and line."""
+
+import dataclasses
+import typing
+
+import pytest
+
+from benchmarks.quality_experiment import ExperimentRunConfig
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.configlib import FieldError, field_docs, type_hints
+from pipeline.model.config import ModelConfig
+from pipeline.train.config import LossConfig
+
+BAD = [  # (override, the whole message)
+    ("loss.budgets=foo", "loss.budgets: 'foo' is not one of 'grid', '2d', 'full'"),
+    ("train.optimizer=adam", "train.optimizer: 'adam' is not one of 'adamw', 'adamw8bit', 'sgd'"),
+    ("model.dtype=foo", "model.dtype: 'foo' is not one of 'auto', 'float32', 'bfloat16', 'float16'"),
+    ("model.quantization=2bit", "model.quantization: '2bit' is not one of 'none', '8bit', '4bit'"),
+    ("model.attn_implementation=flash", "model.attn_implementation: 'flash' is not one of 'auto', 'sdpa', 'eager', "
+                                        "'flash_attention_2'"),
+    ("eval.index_dtype=int4", "eval.index_dtype: 'int4' is not one of 'float32', 'float16', 'bfloat16', 'int8'"),
+    ("render.image_format=webp", "render.image_format: 'webp' is not one of 'png', 'jpeg'"),
+    ("render.split_by=folder", "render.split_by: 'folder' is not one of 'hash', 'path'"),
+    ("synth.layout=spiral", "synth.layout: 'spiral' is not one of 'grid', 'free', 'rich'"),
+    ("data.global_batch=0", "data.global_batch: must be >= 1, got 0"),
+    ("data.chunk_size=0", "data.chunk_size: must be >= 1, got 0"),
+    ("render.shard_size=0", "render.shard_size: must be >= 1, got 0"),
+    ("loss.temperature=0", "loss.temperature: must be > 0, got 0.0"),
+    ("loss.temperature=-1", "loss.temperature: must be > 0, got -1.0"),
+    ("train.steps=-5", "train.steps: must be >= 1, got -5"),
+    ("train.lr=0", "train.lr: must be > 0, got 0.0"),
+    ("train.dist_timeout_s=0", "train.dist_timeout_s: must be > 0, got 0.0"),
+    ("train.keep_checkpoints=0", "train.keep_checkpoints: must be >= 1, got 0"),
+    ("render.eval_fraction=1.5", "render.eval_fraction: must be in [0, 1], got 1.5"),
+    ("render.jpeg_quality=0", "render.jpeg_quality: must be in [1, 100], got 0"),
+    ("model.widths=[128, 0]", "model.widths[1]: must be >= 1, got 0"),
+    ("model.dim=100", "model.dim: 100 is not one of widths [128, 64, 32, 16]"),
+    ("model.widths=[256, 128]", "model.widths: 256 exceeds dim 128"),
+    ("model.pools=[]", "model.pools: must not be empty"),
+    ("model.lora.r=-1", "model.lora.r: must be >= 0, got -1"),
+    ("eval.run_depth=5", "eval.run_depth: must be >= 10, got 5"),
+    ("eval.max_pages=0", "eval.max_pages: must be >= 1, got 0"),
+    ("export.budgets={a: [0, 0, 1]}", "export.budgets.a: must be [layers, dim >= 1, pool >= 1], got [0, 0, 1]"),
+    ("promote.version=0", "promote.version: must be >= 1, got 0"),
+    ("serve.port=70000", "serve.port: must be in [0, 65535], got 70000"),
+    ("serve.max_rows=0", "serve.max_rows: must be >= 1, got 0"),
+    ("synth.queries_per_page=3", "synth.queries_per_page: 3 exceeds codes_per_page 2"),
+    ("tracking.tracking_uri=postgresql://db/mlflow",
+     "tracking.artifact_location: a postgresql store needs it (else artifacts land in the current directory)"),
+    ("train.steps=many", "train.steps: expected int, got 'many'"),
+    ("train.stepz=1", "unknown config key 'train.stepz' (known: checkpoint_every, deepspeed_config, dist_timeout_s, "
+                      "grad_cache, grad_clip, keep_checkpoints, log_every, lr, optimizer, output_dir, seed, steps, "
+                      "warmup_steps, weight_decay)"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_value_is_one_line_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value) == message
+
+
+def test_checks_run_when_built_in_code_too():
+    with pytest.raises(FieldError, match=r"^temperature: must be > 0, got 0$"):
+        LossConfig(temperature=0)
+    with pytest.raises(FieldError, match=r"^dim: 7 is not one of widths"):
+        ModelConfig(dim=7)
+    with pytest.raises(TypeError):  # keyword-only: no positional mix-ups
+        LossConfig(0.05)
+
+
+def test_a_good_override_still_loads():
+    cfg = load_config(None, ["loss.budgets=2d", "model.dim=32", "model.widths=[32, 16]", "model.dtype=float32"])
+    assert cfg.loss.budgets == "2d" and cfg.model.dim == 32
+
+
+def test_experiment_recipes_are_checked_as_run_configs():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["experiment.recipes={a: [loss.budgets=x]}", "experiment.last_head_recipes=[]"],
+                    root=ExperimentRunConfig)
+    assert str(err.value) == "experiment.recipes.a: loss.budgets: 'x' is not one of 'grid', '2d', 'full'"
+    with pytest.raises(ConfigError, match="unknown config key 'experiment'"):
+        load_config(None, ["experiment.parallel=1"])  # the pipeline's own tree has no experiment section
+
+
+def test_missing_file_and_yaml_error_name_file_and_line(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "nope.yaml")
+    assert str(err.value) == f"{tmp_path / 'nope.yaml'}: no such config file"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  steps: 3\n  lr: [1, 2\nmodel:\n  dim: 32\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    assert str(err.value).startswith(f"{bad}:4:") and "YAML error" in str(err.value)
+    assert "\n" not in str(err.value)
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def _sections(cls):
+    yield cls
+    for name, tp in type_hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            yield from _sections(tp)
+
+
+ENUMERATED = ["loss.budgets", "train.optimizer", "model.dtype", "model.quantization", "model.attn_implementation",
+              "eval.index_dtype", "render.image_format", "render.split_by", "synth.layout"]
+
+
+def test_every_field_is_documented_and_enumerations_are_literals():
+    for cls in _sections(ExperimentRunConfig):
+        hints, docs = type_hints(cls), field_docs(cls)
+        for f in dataclasses.fields(cls):
+            if not dataclasses.is_dataclass(hints[f.name]):
+                assert docs.get(f.name), f"{cls.__name__}.{f.name} has no docstring (its --help text)"
+    for key in ENUMERATED:
+        section, name = key.split(".")
+        tp = type_hints(type_hints(Config)[section])[name]
+        assert typing.get_origin(tp) is typing.Literal, key
+        for value in typing.get_args(tp):  # every listed value loads
+            cfg = load_config(None, [f"{key}={value}", "synth.page_size=448"])  # rich needs the larger page
+            assert getattr(getattr(cfg, section), name) == value
