@@ -87,4 +87,6 @@ def chunk_bytes(s: ModelShape, b: int, w: Workload, checkpointing: bool, attn: s
         graph = kept + max(layer, block)
     else:
         graph = s.layers * layer + s.tower.depth * block
+    # Backward frees a layer's saved tensors as it makes that layer's gradients; the hidden stream's gradient
+    # (2 x b x hidden per token) is what is in flight on top.
     return graph + w.chunk * other_bytes(s, b, w, pages=True) + 2 * b * s.hidden * tokens
