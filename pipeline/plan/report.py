@@ -79,8 +79,6 @@ def make_plan(cfg: Config, cluster: Cluster) -> dict:
 
 def advice(plan: dict, cfg: Config, cluster: Cluster) -> str:
     """One line: why the config does not fit and what to change."""
-    from pipeline.plan.activations import chunk_bytes
-
     mem = plan["gpu_memory_gib"]
     terms = {k: v for k, v in mem.items() if k in ("params", "params_gathered", "grads", "optimizer", "activations",
                                                    "page_vectors")}
@@ -88,11 +86,10 @@ def advice(plan: dict, cfg: Config, cluster: Cluster) -> str:
     head = (f"does not fit: {mem['total']:.1f} GiB per GPU > {cluster.gpu_memory_gib:g} GiB; largest term {worst} "
             f"({terms[worst]:.1f} GiB)")
     if worst == "activations":
-        rest = mem["total"] - mem["activations"]
-        w = plan["batch"]
-        fitting = [c for c in range(w["chunk"] - 1, 0, -1) if rest + _activations_at(plan, cfg, c, chunk_bytes)
-                   <= cluster.gpu_memory_gib]
-        fix = [f"data.chunk_size={fitting[0]}" if fitting else "data.chunk_size=1 (still too large)"]
+        fitting = _chunk_that_fits(plan, cfg, cluster)
+        fix = [f"data.chunk_size={fitting}" if fitting else "data.chunk_size=1 (still too large)"]
+        if not cfg.train.grad_cache:  # without the cache the whole local batch is one graph
+            fix[0] = "train.grad_cache=true with " + fix[0]
         if not cfg.model.gradient_checkpointing:
             fix.append("model.gradient_checkpointing=true")
         fix.append("a lower model.max_pixels")
@@ -108,15 +105,20 @@ def advice(plan: dict, cfg: Config, cluster: Cluster) -> str:
     return head + ": try " + ", or ".join(fix)
 
 
-def _activations_at(plan: dict, cfg: Config, chunk: int, chunk_bytes) -> float:
-    from pipeline.plan.shape import model_shape
+def _chunk_that_fits(plan: dict, cfg: Config, cluster: Cluster) -> int | None:
+    """The largest gradient-cache chunk below the configured one at which the whole step fits, or None."""
+    from pipeline.plan.activations import chunk_bytes
     from pipeline.plan.workload import Workload
 
     zero = Zero(**plan["config"]["zero"])
     shape = model_shape(cfg.model, zero.persistence if zero.stage >= 3 else 0)
-    w = Workload(**{**plan["batch"], "chunk": chunk})
-    b = dtype_bytes(cfg.model.dtype)
-    return chunk_bytes(shape, b, w, cfg.model.gradient_checkpointing) / 2**30
+    mem, b = plan["gpu_memory_gib"], dtype_bytes(cfg.model.dtype)
+    rest = mem["total"] - mem["activations"]
+    for chunk in range(plan["batch"]["chunk"] - 1, 0, -1):
+        w = Workload(**{**plan["batch"], "chunk": chunk})
+        if rest + chunk_bytes(shape, b, w, cfg.model.gradient_checkpointing) / 2**30 <= cluster.gpu_memory_gib:
+            return chunk
+    return None
 
 
 def table(plan: dict) -> str:
