@@ -65,15 +65,32 @@ def model_dir(cfg, tmp: Path, cuda: bool) -> Path:
                                    dtype=torch.bfloat16, device="cuda")
 
 
+def plan_figures(run_cfg, batch, budgets: list, world: int, chunk: int, cuda: bool):
+    """(Workload, step FLOPs, planned GiB per GPU) of the batch actually run, from pipeline.plan."""
+    from pipeline.plan import flops as fl
+    from pipeline.plan.memory import Zero, gpu_memory
+    from pipeline.plan.shape import model_shape
+    from pipeline.plan.workload import Workload
+
+    local, cache = len(batch), run_cfg.train.grad_cache
+    shape = model_shape(run_cfg.model)
+    w = Workload(world, local * world, local, min(chunk, local) if cache else local,
+                 int(batch.pages.vector_mask.sum(1).max()), int(batch.pages.pixel_values.shape[0] // local),
+                 int(batch.pages.attention_mask.sum(1).max()), int(batch.queries.vector_mask.sum(1).max()),
+                 int(batch.queries.attention_mask.sum(1).max()))
+    ckpt = run_cfg.model.gradient_checkpointing
+    f = fl.step_flops(shape, w, len(budgets), ckpt, cache)
+    zero = Zero.from_file(run_cfg.train.deepspeed_config)
+    attn = "eager" if run_cfg.model.attn_implementation == "eager" else "sdpa"
+    planned = gpu_memory(shape, w, zero, 2 if cuda else 4, run_cfg.train.optimizer, ckpt, attn, budgets)["total"]
+    return w, f, planned
+
+
 def run_one(cfg, path: Path, attn: str, grad_cache: bool, args, cuda: bool) -> dict:
     """Build retriever + engine for one setting, warm up, time args.steps steps; one result row."""
     from pipeline.config import load_config
     from pipeline.model.budgets import budget_grid
     from pipeline.model.retriever import Retriever
-    from pipeline.plan import flops as fl
-    from pipeline.plan.memory import Zero, gpu_memory
-    from pipeline.plan.shape import model_shape
-    from pipeline.plan.workload import Workload
     from pipeline.train import dist
     from pipeline.train.engine import build_engine
     from pipeline.train.loss import matryoshka_loss, select_budgets
@@ -106,16 +123,7 @@ def run_one(cfg, path: Path, attn: str, grad_cache: bool, args, cuda: bool) -> d
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / args.steps
 
-    shape = model_shape(run_cfg.model)
-    w = Workload(world, local * world, local, min(args.chunk, local) if grad_cache else local,
-                 int(batch.pages.vector_mask.sum(1).max()), int(batch.pages.pixel_values.shape[0] // local),
-                 int(batch.pages.attention_mask.sum(1).max()), int(batch.queries.vector_mask.sum(1).max()),
-                 int(batch.queries.attention_mask.sum(1).max()))
-    budgets = select_budgets(grid, run_cfg.loss, 0)
-    f = fl.step_flops(shape, w, len(budgets), run_cfg.model.gradient_checkpointing, grad_cache)
-    zero = Zero.from_file(run_cfg.train.deepspeed_config)
-    planned = gpu_memory(shape, w, zero, 2 if cuda else 4, run_cfg.train.optimizer,
-                         run_cfg.model.gradient_checkpointing, attn, budgets)["total"]
+    w, f, planned = plan_figures(run_cfg, batch, select_budgets(grid, run_cfg.loss, 0), world, args.chunk, cuda)
     peak = args.peak_tflops * 1e12 * world
     del engine, retriever, ctx
     return {

@@ -21,7 +21,6 @@ from pipeline.model.budgets import Budget
 from pipeline.model.retriever import Retriever
 from pipeline.model.tiny import build_random_checkpoint
 from tests.train.launch import run, torchrun_cmd
-from tests.train.test_step_equivalence import ds_test_config
 
 ROOT = Path(__file__).resolve().parents[2]
 # arch: (published name, page side in px, LoRA rank). Qwen2-VL trains every weight; PaliGemma trains LoRA as
@@ -33,6 +32,13 @@ CASES = {
     "paligemma": ("google/paligemma-3b-mix-448", 112, 32),
 }
 VOCAB = 16384
+
+
+def ds_test_config(out: Path) -> None:
+    """zero3.json with every tensor partitioned (no persistence threshold), as out/zero3_test.json."""
+    ds = json.loads((ROOT / "deepspeed_configs" / "zero3.json").read_text())
+    ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    (out / "zero3_test.json").write_text(json.dumps(ds))
 
 
 @pytest.mark.slow
