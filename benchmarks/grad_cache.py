@@ -98,14 +98,19 @@ def timed_steps(contexts: dict, batch, steps: int) -> dict:
 
 
 def measure_memory(args) -> None:
-    """Child mode: build, reset the peak, one step, print {"setup_kib", "peak_kib"}."""
+    """Child mode: build, reset the peak, one step, print {"base_kib", "setup_kib", "peak_kib"} (base: after the
+    libraries are imported, before anything is built)."""
+    import deepspeed  # noqa: F401  (imported before the baseline, like everything the build needs)
+
+    import pipeline.train.loop  # noqa: F401
     from pipeline.train.step import train_step
 
+    base = rss_kib("VmRSS")
     ctx, batch = build(args.model_dir, args.mem_batch, args.chunk, bool(args.mem_grad_cache), args.page)
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     setup = rss_kib("VmRSS")
     train_step(ctx, batch, 0)
-    print(json.dumps({"setup_kib": setup, "peak_kib": rss_kib("VmHWM")}))
+    print(json.dumps({"base_kib": base, "setup_kib": setup, "peak_kib": rss_kib("VmHWM")}))
 
 
 def child_memory(args, batch: int, grad_cache: bool) -> dict:

@@ -30,12 +30,14 @@ PINNED = {  # (module, verb): every option string the verb accepts
     ("pipeline.model.tiny", ""): COMMON | {"--out"},
     ("pipeline.demo", ""): COMMON,
     ("benchmarks.quality_experiment", ""): COMMON,
+    ("pipeline.plan.__main__", ""): COMMON | {"--nodes", "--gpus-per-node", "--gpu-memory-gib", "--peak-tflops",
+                                              "--json"},
 }
 VERBS = [  # how each verb is run, and an argv prefix that selects the verb
     (["-m", "pipeline.train"], []), (["-m", "pipeline.evaluate"], []), (["-m", "pipeline.export"], []),
     (["-m", "pipeline.promote"], ["--alias", "a", "--version", "1"]), (["-m", "pipeline.serve"], ["index"]),
     (["-m", "pipeline.serve"], ["search"]), (["-m", "pipeline.serve"], ["http"]), (["data_prep/render.py"], []),
-    (["data_prep/synth.py"], []), (["-m", "benchmarks.quality_experiment"], []),
+    (["data_prep/synth.py"], []), (["-m", "benchmarks.quality_experiment"], []), (["-m", "pipeline.plan"], []),
 ]
 
 

@@ -148,6 +148,71 @@ def build_tiny_paligemma(
     return out
 
 
+def _set_token_ids(config, tokenizer, arch: str) -> None:
+    """Point the config's special-token ids at a locally trained tokenizer's (the published ids are past its end)."""
+    ids = tokenizer.get_vocab()
+    text = config.get_text_config()
+    if arch == "qwen2_vl":
+        for key, token in (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+                           ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")):
+            setattr(config, key, ids[token])
+        pad, bos, eos = ids["<|endoftext|>"], ids["<|endoftext|>"], ids["<|im_end|>"]
+    else:
+        config.image_token_index = ids["<image>"]
+        pad, bos, eos = ids["<pad>"], ids["<bos>"], ids["<eos>"]
+    for obj in (config, text):
+        obj.pad_token_id, obj.bos_token_id, obj.eos_token_id = pad, bos, eos
+
+
+def build_random_checkpoint(
+    config,
+    out_dir: str | Path,
+    words: list[str] | None = None,
+    seed: int = 0,
+    max_pixels: int = 1_003_520,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> Path:
+    """Write a random-weight checkpoint of any supported architecture `config` (e.g. a shipped published config,
+    full or truncated depth: pipeline.model.architectures) with a tokenizer trained here and the family's image
+    processor. Every width and the vocabulary size stay those of `config`; only the special-token ids move to the
+    local tokenizer's. PaliGemma pages are `vision_config.image_size` square; Qwen2-VL pages at most `max_pixels`.
+    Deterministic in `seed`; leaves the caller's RNG untouched."""
+    from transformers import AutoModelForImageTextToText
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    from pipeline.model.backbone import arch_of
+
+    arch = arch_of(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if arch == "qwen2_vl":
+        tokenizer = train_tokenizer(QWEN_SPECIALS, words, 2048, pad_token="<|endoftext|>", eos_token="<|im_end|>")
+        vision = config.vision_config
+        image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=vision.patch_size,
+                                                   merge_size=vision.spatial_merge_size,
+                                                   temporal_patch_size=vision.temporal_patch_size)
+    else:
+        tokenizer = train_tokenizer(GEMMA_SPECIALS, words, 2048, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+                                    unk_token="<unk>")
+        side = config.vision_config.image_size
+        config.image_seq_length = (side // config.vision_config.patch_size) ** 2
+        image_processor = SiglipImageProcessorPil(size={"height": side, "width": side}, image_mean=[0.5] * 3,
+                                                  image_std=[0.5] * 3)
+    if len(tokenizer) > config.get_text_config().vocab_size:
+        raise ValueError(f"the local tokenizer ({len(tokenizer)} tokens) exceeds the config's vocabulary")
+    _set_token_ids(config, tokenizer, arch)
+    devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.device(device):
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    image_processor.save_pretrained(out)
+    return out
+
+
 CLI = Command("python -m pipeline.model.tiny", "Write a tiny random Qwen2-VL with the synthetic code vocabulary.",
               flags=(flag("--out", key="model.name_or_path", metavar="DIR"),), sections=("synth",))
 
@@ -164,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     out = build_tiny_qwen2vl(cfg.model.name_or_path, words=words, vocab_size=max(2048, 2 * len(words) + 1800),
                              seed=cfg.train.seed)
     logging.getLogger(__name__).info("tiny Qwen2-VL written to %s (%d code words)", out, len(words))
+
 
 if __name__ == "__main__":
     main()
