@@ -106,7 +106,7 @@ def run_one(cfg, path: Path, attn: str, grad_cache: bool, args, cuda: bool) -> d
     retriever = Retriever.from_pretrained(path, run_cfg.model)
     engine, _ = build_engine(Encoder(retriever), run_cfg, world)
     grid = budget_grid(retriever.exits, run_cfg.model.widths, run_cfg.model.pools)
-    ctx = StepContext(engine, lambda q, p, b, labels: matryoshka_loss(q, p, b, run_cfg.loss, labels=labels),
+    ctx = StepContext(engine, lambda q, p, b, labels, step: matryoshka_loss(q, p, b, run_cfg.loss, labels=labels),
                       lambda step: select_budgets(grid, run_cfg.loss, step), args.chunk, grad_cache=grad_cache)
     images = page_images(local, run_cfg.model.max_pixels or 1_003_520, None if cuda else 112)
     texts = [f"what is on page {i} of the report" for i in range(local)]

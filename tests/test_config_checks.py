@@ -13,7 +13,7 @@ from pipeline.model.config import ModelConfig
 from pipeline.train.config import LossConfig
 
 BAD = [  # (override, the whole message)
-    ("loss.budgets=foo", "loss.budgets: 'foo' is not one of 'grid', '2d', 'full'"),
+    ("loss.budgets=foo", "loss.budgets: 'foo' is not one of 'grid', '2d', 'full', 'diagonal', 'only'"),
     ("train.optimizer=adam", "train.optimizer: 'adam' is not one of 'adamw', 'adamw8bit', 'sgd'"),
     ("model.dtype=foo", "model.dtype: 'foo' is not one of 'auto', 'float32', 'bfloat16', 'float16'"),
     ("model.quantization=2bit", "model.quantization: '2bit' is not one of 'none', '8bit', '4bit'"),
@@ -49,9 +49,9 @@ BAD = [  # (override, the whole message)
     ("tracking.tracking_uri=postgresql://db/mlflow",
      "tracking.artifact_location: a postgresql store needs it (else artifacts land in the current directory)"),
     ("train.steps=many", "train.steps: expected int, got 'many'"),
-    ("train.stepz=1", "unknown config key 'train.stepz' (known: checkpoint_every, deepspeed_config, dist_timeout_s, "
-                      "grad_cache, grad_clip, keep_checkpoints, log_every, lr, optimizer, output_dir, seed, steps, "
-                      "warmup_steps, weight_decay)"),
+    ("train.stepz=1", "unknown config key 'train.stepz' (known: checkpoint_every, curve_budgets, deepspeed_config, "
+                      "dist_timeout_s, eval_every, grad_cache, grad_clip, keep_checkpoints, log_every, lr, optimizer, "
+                      "output_dir, seed, steps, warmup_steps, weight_decay)"),
 ]
 
 
@@ -80,7 +80,7 @@ def test_experiment_recipes_are_checked_as_run_configs():
     with pytest.raises(ConfigError) as err:
         load_config(None, ["experiment.recipes={a: [loss.budgets=x]}", "experiment.last_head_recipes=[]"],
                     root=ExperimentRunConfig)
-    assert str(err.value) == "experiment.recipes.a: loss.budgets: 'x' is not one of 'grid', '2d', 'full'"
+    assert str(err.value) == "experiment.recipes.a: loss.budgets: 'x' is not one of 'grid', '2d', 'full', 'diagonal', 'only'"
     with pytest.raises(ConfigError, match="unknown config key 'experiment'"):
         load_config(None, ["experiment.parallel=1"])  # the pipeline's own tree has no experiment section
 
@@ -122,5 +122,6 @@ def test_every_field_is_documented_and_enumerations_are_literals():
         tp = type_hints(type_hints(Config)[section])[name]
         assert typing.get_origin(tp) is typing.Literal, key
         for value in typing.get_args(tp):  # every listed value loads
-            cfg = load_config(None, [f"{key}={value}", "synth.page_size=448"])  # rich needs the larger page
+            needs = ["loss.only=[2,32,2]"] if f"{key}={value}" == "loss.budgets=only" else []
+            cfg = load_config(None, [f"{key}={value}", "synth.page_size=448", *needs])  # rich needs the larger page
             assert getattr(getattr(cfg, section), name) == value

@@ -80,7 +80,7 @@ def test_help_shows_field_docs_and_keys(capsys):
     out = capsys.readouterr().out
     assert "Checkpoints, final/, run.json" in out  # --output-dir's help is train.output_dir's docstring
     assert "train.steps (int >= 1; default 100)" in out and "Optimizer steps to train" in out
-    assert "loss.budgets (grid|2d|full; default 'grid')" in out
+    assert "loss.budgets (grid|2d|full|diagonal|only; default 'grid')" in out
     assert "train.dist_timeout_s" in out and "--local_rank" not in out
 
 
@@ -96,7 +96,7 @@ def test_user_error_is_one_line_in_well_under_a_second(cmd, prefix):
     bad, took = _run([*cmd, *prefix, "--config", "configs/tiny.yaml", "loss.budgets=foo"])
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.count("\n") == 1 and bad.stderr.endswith(
-        "config error: loss.budgets: 'foo' is not one of 'grid', '2d', 'full'\n"), bad.stderr
+        "config error: loss.budgets: 'foo' is not one of 'grid', '2d', 'full', 'diagonal', 'only'\n"), bad.stderr
     assert took < 1.0, took
     flag, _ = _run([*cmd, *prefix, "--nope"])
     assert flag.returncode == 2 and flag.stderr.count("\n") == 1 and "unrecognized arguments: --nope" in flag.stderr

@@ -46,7 +46,9 @@ class ShardEvalSet:
         import webdataset as wds
 
         urls = [str(s.path) for s in self.shards]
-        for i, sample in enumerate(wds.WebDataset(urls, shardshuffle=False, empty_check=False)):
+        every_rank_reads_all = lambda urls: urls  # noqa: E731  (the learning curve reads on every rank)
+        dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=every_rank_reads_all)
+        for i, sample in enumerate(dataset):
             if self.max_pages is not None and i >= self.max_pages:
                 return
             meta = json.loads(sample["json"])

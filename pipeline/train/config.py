@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.configlib import FieldError, NonNegFloat, NonNegInt, PosFloat, PosInt, Section
@@ -17,10 +19,17 @@ class LossConfig(Section):
 
     temperature: PosFloat = 0.02
     """Scores are divided by this before the softmax."""
-    budgets: Literal["grid", "2d", "full"] = "grid"
-    """grid: every (exit, width, pool); 2d: pool 1 only; full: the full budget only."""
+    budgets: Literal["grid", "2d", "full", "diagonal", "only"] = "grid"
+    """grid: every (exit, width, pool); 2d: pool 1 only; full: the full budget only; diagonal: a fixed list from the
+    full budget down, the i-th deepest exit with the i-th widest width and pools from finest to coarsest (Starbucks'
+    diagonal, extended with count); only: the one budget `loss.only` (a separately trained baseline)."""
     sample_k: NonNegInt = 0
-    """0: every budget each step; k: the full budget plus k sampled ones (the same on every rank)."""
+    """grid/2d: 0 trains every budget each step, k the full budget plus k sampled ones; diagonal: k budgets off the
+    diagonal sampled in addition. Draws are the same on every rank."""
+    only: list[PosInt] | None = None
+    """[layers, dim, pool] of the budget trained alone when budgets is only."""
+    distill_ramp_steps: NonNegInt = 0
+    """distill_weight rises linearly from 0 over this many steps (0: the full weight from step 0)."""
     full_weight: NonNegFloat = 1.0
     """Weight of the full budget's loss."""
     small_weight: NonNegFloat = 1.0
@@ -37,6 +46,10 @@ class LossConfig(Section):
     def check(self) -> None:
         if self.full_weight == 0 and self.small_weight == 0 and self.distill_weight == 0:
             raise FieldError("full_weight", "full_weight, small_weight and distill_weight are all 0: nothing to train")
+        if (self.budgets == "only") != (self.only is not None):
+            raise FieldError("only", "set it ([layers, dim, pool]) exactly when budgets is only")
+        if self.only is not None and len(self.only) != 3:
+            raise FieldError("only", f"{self.only} is not [layers, dim, pool]")
 
 
 @dataclass(kw_only=True)
@@ -71,6 +84,16 @@ class TrainConfig(Section):
     """Steps between logged metrics."""
     dist_timeout_s: PosFloat = 1800.0
     """Seconds a rank waits in a collective (or the rendezvous) for the others before failing."""
+    eval_every: NonNegInt = 0
+    """Steps between in-training evaluations of nDCG@5 at curve_budgets on the eval section's set (the learning
+    curve, to MLflow and metrics.jsonl; every rank encodes, rank 0 logs); 0: none."""
+    curve_budgets: list[str] = field(default_factory=lambda: ["full"])
+    """Budgets of the learning curve: full (the full budget) or names like L2-d32-p2."""
+
+    def check(self) -> None:
+        bad = [n for n in self.curve_budgets if n != "full" and not re.fullmatch(r"L\d+-d\d+-p\d+", n)]
+        if bad:
+            raise FieldError("curve_budgets", f"{bad[0]!r} is neither full nor a budget like L2-d32-p2")
 
 
 @dataclass(kw_only=True)

@@ -24,6 +24,7 @@ from pipeline.data.manifest import split_shards
 from pipeline.data.stream import TrainStream, make_loader
 from pipeline.train import dist
 from pipeline.train.checkpoint import Checkpointer
+from pipeline.train.curve import Curve
 from pipeline.train.engine import build_engine
 from pipeline.train.step import Encoder, StepContext, StepOutput, train_step
 from pipeline.train.tracking import Tracker
@@ -43,6 +44,7 @@ class Run:
     ctx: StepContext
     checkpointer: Checkpointer
     tracker: Tracker
+    curve: Curve | None = None
     step: int = 0
     skipped: int = 0
     stop: dict = field(default_factory=lambda: {"signal": None})
@@ -69,8 +71,8 @@ def build_step_context(cfg: Config, engine: Any, retriever: Any) -> StepContext:
 
     grid = budget_grid(retriever.exits, cfg.model.widths, cfg.model.pools)
 
-    def loss_fn(q, p, budgets, labels):
-        return matryoshka_loss(q, p, budgets, cfg.loss, labels=labels)
+    def loss_fn(q, p, budgets, labels, step):
+        return matryoshka_loss(q, p, budgets, cfg.loss, labels=labels, step=step)
 
     return StepContext(engine, loss_fn, lambda step: select_budgets(grid, cfg.loss, step), cfg.data.chunk_size,
                        grad_cache=cfg.train.grad_cache)
@@ -94,11 +96,12 @@ def build_run(cfg: Config) -> Run:
     resume = checkpointer.find()  # before the model loads: refusing to resume costs seconds, not minutes
     torch.manual_seed(cfg.train.seed + dist.rank())
     retriever = build_model(cfg)
+    curve = Curve(cfg, retriever) if cfg.train.eval_every else None
     engine, ds_config = build_engine(Encoder(retriever), cfg, dist.world_size())
     stream = build_stream(cfg, retriever.processor)
     state = checkpointer.load(engine, resume) if resume is not None else None
     run = Run(cfg, engine, retriever, stream, build_step_context(cfg, engine, retriever), checkpointer,
-              Tracker(cfg, ds_config, cfg.train.output_dir, resumed_step=state["step"] if state else 0))
+              Tracker(cfg, ds_config, cfg.train.output_dir, resumed_step=state["step"] if state else 0), curve)
     if state is not None:
         stream.load_state_dict(state["stream"])
         run.step, run.skipped = state["step"], state["skipped"]
@@ -115,6 +118,11 @@ def log_step(run: Run, out: StepOutput, lr: float, seconds: float, steps: int) -
     norm = run.engine.get_global_grad_norm() if not out.skipped else None
     if norm is not None:
         metrics["grad_norm"] = float(norm)
+    record(run, metrics)
+
+
+def record(run: Run, metrics: dict[str, float]) -> None:
+    """Metrics of the current step to MLflow and metrics.jsonl (rank 0)."""
     run.tracker.log_metrics(metrics, step=run.step)
     if dist.is_rank0():
         with open(Path(run.cfg.train.output_dir) / "metrics.jsonl", "a") as f:
@@ -162,6 +170,10 @@ def train(cfg: Config) -> int:
             log_step(run, out, lr, time.perf_counter() - tick, since)
             bar.set_postfix(loss=f"{float(out.loss):.4f}")
             tick, since = time.perf_counter(), 0
+        if run.curve and (run.step % cfg.train.eval_every == 0 or run.step == cfg.train.steps):
+            began = time.perf_counter()
+            record(run, run.curve.measure(run.retriever))
+            tick += time.perf_counter() - began  # samples_per_s counts training time only
         stopping = out.stop
         if stopping or run.step % cfg.train.checkpoint_every == 0 or run.step == cfg.train.steps:
             save(run)

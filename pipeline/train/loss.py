@@ -16,28 +16,58 @@ from pipeline.model.maxsim import maxsim
 from pipeline.model.vectors import MultiVector
 
 
+def diagonal(grid: list[Budget]) -> list[Budget]:
+    """The fixed diagonal of a grid, full budget first: the i-th deepest exit with the i-th widest width and a pool
+    stepping from finest to coarsest (indices spread evenly when the axes differ in length). For exits 1-4, widths
+    128/64/32/16, pools 1/2/4: L4-d128-p1, L3-d64-p2, L2-d32-p2, L1-d16-p4."""
+    exits = sorted({b.layers for b in grid}, reverse=True)
+    widths = sorted({b.dim for b in grid}, reverse=True)
+    pools = sorted({b.pool for b in grid})
+    n = len(exits)
+
+    def pick(axis: list[int], i: int) -> int:
+        return axis[round(i * (len(axis) - 1) / (n - 1))] if n > 1 else axis[0]
+
+    return [Budget(e, pick(widths, i), pick(pools, i)) for i, e in enumerate(exits)]
+
+
 def select_budgets(grid: list[Budget], cfg: LossConfig, step: int) -> list[Budget]:
     """The budgets trained at `step`: a pure function of its arguments, so every rank picks the same.
 
-    cfg.budgets: "grid" (all), "2d" (finest pool only: width x depth), "full" (the full budget only).
-    cfg.sample_k > 0: the full budget plus k others drawn without replacement, seeded by (sample_seed, step).
-    Returns the full budget first, then the rest in grid order.
+    cfg.budgets picks the fixed budgets (trained every step) and the candidates: grid and 2d fix the full budget
+    (candidates: the rest of the grid, or of its finest pool); full fixes only it; diagonal fixes diagonal(grid)
+    (candidates: the rest of the grid, none unless sample_k > 0); only fixes cfg.only. Every candidate is trained
+    when sample_k is 0 (grid, 2d), else k of them drawn without replacement, seeded by (sample_seed, step).
+    Returns the fixed budgets first, then the drawn ones in grid order.
     """
     full = full_budget(grid)
-    if cfg.budgets == "grid":
-        pool = list(grid)
+    if cfg.budgets == "only":
+        only = Budget(*cfg.only)
+        if only not in grid:
+            raise ValueError(f"loss.only {list(cfg.only)} is not in the budget grid (exits "
+                             f"{sorted({b.layers for b in grid})}, model.widths, model.pools)")
+        return [only]
+    fixed = diagonal(grid) if cfg.budgets == "diagonal" else [full]
+    if cfg.budgets == "full":
+        rest = []
     elif cfg.budgets == "2d":
-        pool = [b for b in grid if b.pool == full.pool]
-    elif cfg.budgets == "full":
-        pool = [full]
+        rest = [b for b in grid if b.pool == full.pool and b not in fixed]
     else:
-        raise ValueError(f"loss.budgets must be grid, 2d or full, got {cfg.budgets!r}")
-    rest = [b for b in pool if b != full]
+        rest = [b for b in grid if b not in fixed]
+    if cfg.budgets == "diagonal" and cfg.sample_k == 0:
+        rest = []
     if 0 < cfg.sample_k < len(rest):
         rng = random.Random(f"{cfg.sample_seed}:{step}")
         chosen = set(rng.sample(range(len(rest)), cfg.sample_k))
         rest = [b for i, b in enumerate(rest) if i in chosen]
-    return [full] + rest
+    return fixed + rest
+
+
+def distill_weight(cfg: LossConfig, step: int) -> float:
+    """The self-distillation weight at `step`: cfg.distill_weight, ramped linearly over cfg.distill_ramp_steps."""
+    if cfg.distill_ramp_steps == 0:
+        return cfg.distill_weight
+    return cfg.distill_weight * min(1.0, step / cfg.distill_ramp_steps)
 
 
 def budget_scores(q: dict[int, MultiVector], p: dict[int, MultiVector], budget: Budget,
@@ -65,6 +95,7 @@ def matryoshka_loss(
     budgets: list[Budget],
     cfg: LossConfig,
     labels: torch.Tensor | None = None,
+    step: int = 0,
 ) -> tuple[torch.Tensor, dict[Budget, torch.Tensor]]:
     """Weighted contrastive loss over `budgets`.
 
@@ -72,7 +103,7 @@ def matryoshka_loss(
     hard negatives, possibly gathered from every rank), full width D; budgets are applied here.
     labels [Bq] long: the positive page of each query (default arange(Bq)).
     For budget b: logits = maxsim / temperature, ce_b = cross-entropy(logits, labels) (mean over queries).
-    total = sum_b w_b ce_b + distill_weight * sum_{b != full} w_b KL_b, divided by sum_b w_b when cfg.normalize;
+    total = sum_b w_b ce_b + distill_weight(step) * sum_{b != full} w_b KL_b, divided by sum_b w_b when cfg.normalize;
     w = full_weight for the full budget, small_weight otherwise; KL_b = KL(softmax(full/t) || softmax(b/t)) * t^2
     over logits, t = distill_temperature, teacher detached. No host syncs.
     Returns (total [], {budget: ce_b []}).
@@ -85,11 +116,12 @@ def matryoshka_loss(
     per_budget = {b: F.cross_entropy(logits[b], labels) for b in budgets}
     weights = {b: cfg.full_weight if b == full else cfg.small_weight for b in budgets}
     total = sum(weights[b] * per_budget[b] for b in budgets)
-    if cfg.distill_weight > 0 and full in logits:
+    kl_weight = distill_weight(cfg, step)
+    if kl_weight > 0 and full in logits:
         teacher = logits[full]
         for b in budgets:
             if b != full:
-                total = total + cfg.distill_weight * weights[b] * _kl(logits[b], teacher, cfg.distill_temperature)
+                total = total + kl_weight * weights[b] * _kl(logits[b], teacher, cfg.distill_temperature)
     if cfg.normalize:
         total = total / sum(weights.values())
     return total, per_budget

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
     from pipeline.data.batch import Batch
 
-LossFn = Callable[[Vectors, Vectors, list[Budget], torch.Tensor], tuple[torch.Tensor, dict[Budget, torch.Tensor]]]
+LossFn = Callable[[Vectors, Vectors, list[Budget], torch.Tensor, int],
+                  tuple[torch.Tensor, dict[Budget, torch.Tensor]]]
 
 
 @dataclass
@@ -38,7 +39,7 @@ class StepContext:
     """The live objects a step needs (built once by pipeline.train.loop's build_* functions)."""
 
     engine: DeepSpeedEngine  # wraps Encoder(retriever)
-    loss_fn: LossFn  # (q, pages of all ranks, budgets, labels [B]) -> (total [], {budget: ce []})
+    loss_fn: LossFn  # (q, pages of all ranks, budgets, labels [B], step) -> (total [], {budget: ce []})
     budgets_fn: Callable[[int], list[Budget]]  # step -> the budgets trained at it (the same on every rank)
     chunk_size: int  # pairs per gradient-cache chunk
     grad_cache: bool = True
@@ -114,7 +115,7 @@ def train_step(ctx: StepContext, batch: Batch, step: int, stop: bool = False) ->
     clear_stale_grads(ctx.engine)
     q, p = encoding.forward(batch.queries, batch.pages)
     labels = torch.arange(len(batch), device=p[min(p)].vectors.device) + dist.rank() * len(batch)
-    total, per_budget = ctx.loss_fn(q, gather_pages(p, ctx.gather_grad), budgets, labels)
+    total, per_budget = ctx.loss_fn(q, gather_pages(p, ctx.gather_grad), budgets, labels, step)
     skipped, stop = dist.any_ranks(~torch.isfinite(total), stop)
     if not skipped:
         encoding.backward(total, lambda loss: ctx.engine.backward(loss, scale_wrt_gas=False))

@@ -59,7 +59,7 @@ def one_step(args, grad_cache: bool) -> None:
     init = trainable(engine, only="heads.")  # the heads always train: enough to see the step moved
     r = dist.rank()
     local = LocalBatch(queries.slice(2 * r, 2 * r + 2), pages.slice(2 * r, 2 * r + 2))
-    ctx = StepContext(engine, lambda q, p, b, labels: matryoshka_loss(q, p, b, LOSS, labels=labels),
+    ctx = StepContext(engine, lambda q, p, b, labels, step: matryoshka_loss(q, p, b, LOSS, labels=labels),
                       lambda step: select_budgets(grid, LOSS, step), chunk_size=1, grad_cache=grad_cache)
     out = train_step(ctx, local, 0)
     after = trainable(engine)

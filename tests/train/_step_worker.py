@@ -62,8 +62,8 @@ class Context(StepContext):
 
 
 def nan_at_step_1_on_rank_1(step):
-    def loss_fn(q, p, budgets, labels):
-        total, per = qwen_case.loss(q, p, budgets, labels)
+    def loss_fn(q, p, budgets, labels, step_):
+        total, per = qwen_case.loss(q, p, budgets, labels, step_)
         return (total * float("nan") if step == 1 and dist.rank() == 1 else total), per
     return loss_fn
 

@@ -48,5 +48,5 @@ def budgets(step: int) -> list[Budget]:
     return list(GRID) if step == 0 else select_budgets(GRID, LOSS, step)
 
 
-def loss(q, p, budget_list, labels=None):
-    return matryoshka_loss(q, p, budget_list, LOSS, labels=labels)
+def loss(q, p, budget_list, labels=None, step=0):
+    return matryoshka_loss(q, p, budget_list, LOSS, labels=labels, step=step)

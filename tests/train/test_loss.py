@@ -120,3 +120,38 @@ def test_select_budgets():
     assert select_budgets(grid, LossConfig(sample_k=100), 3) == grid
     with pytest.raises(ValueError):
         select_budgets(grid, LossConfig(budgets="3d"), 0)
+
+
+def test_diagonal_and_only_budgets():
+    grid = budget_grid([1, 2, 3, 4], [128, 64, 32, 16], [1, 2, 4])
+    diag = [Budget(4, 128, 1), Budget(3, 64, 2), Budget(2, 32, 2), Budget(1, 16, 4)]
+    assert select_budgets(grid, LossConfig(budgets="diagonal"), 7) == diag  # fixed: the same at every step
+    draws = [select_budgets(grid, LossConfig(budgets="diagonal", sample_k=3), s) for s in range(10)]
+    assert all(d[:4] == diag and len(set(d[4:]) - set(diag)) == 3 for d in draws)
+    assert len({tuple(d) for d in draws}) > 5
+    # Axes of unequal length: 2 exits -> the full budget and the smallest of every axis.
+    assert select_budgets(budget_grid([2, 4], [64, 32, 16], [1, 2, 4]), LossConfig(budgets="diagonal"), 0) == [
+        Budget(4, 64, 1), Budget(2, 16, 4)]
+    only = LossConfig(budgets="only", only=[2, 32, 2])
+    assert select_budgets(grid, only, 0) == [Budget(2, 32, 2)]
+    with pytest.raises(ValueError, match=r"loss.only \[5, 32, 2\] is not in the budget grid"):
+        select_budgets(grid, LossConfig(budgets="only", only=[5, 32, 2]), 0)
+    with pytest.raises(ValueError, match="only"):
+        LossConfig(budgets="only")
+    with pytest.raises(ValueError, match="only"):
+        LossConfig(budgets="grid", only=[2, 32, 2])
+
+
+def test_distillation_ramps_linearly():
+    """At step s the KL term weighs distill_weight * min(1, s / ramp): the loss at s is the no-KL loss plus that
+    fraction of the full-weight KL part (both computed independently)."""
+    q, p = make_inputs(3)
+    grid = budget_grid(EXITS, WIDTHS, POOLS)
+    base = LossConfig(temperature=0.1, small_weight=0.5, normalize=False)
+    plain = matryoshka_loss(q, p, grid, base)[0].item()
+    kl_part = matryoshka_loss(q, p, grid, dataclasses.replace(base, distill_weight=0.8))[0].item() - plain
+    assert kl_part > 0
+    ramped = dataclasses.replace(base, distill_weight=0.8, distill_ramp_steps=10)
+    for step, frac in [(0, 0.0), (4, 0.4), (10, 1.0), (25, 1.0)]:
+        got = matryoshka_loss(q, p, grid, ramped, step=step)[0].item()
+        assert got == pytest.approx(plain + frac * kl_part, rel=1e-9), step

@@ -161,3 +161,26 @@ def test_interrupted_then_resumed_run_ends_on_the_uninterrupted_weights(tmp_path
     assert any("visual" in k for k in weights)  # the vision tower is among the tensors compared
     assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-00000004", "step-00000006"]
     assert not list((out / "checkpoints").glob("tmp-*"))
+
+
+def test_learning_curve_leaves_training_untouched_and_matches_evaluate(tmp_path, tiny_qwen2vl_dir, shards,
+                                                                      uninterrupted):
+    """The resume tests' 2-rank run with the learning curve every 2 steps: final weights bitwise those of the run
+    without it, nDCG@5 logged at steps 2, 4, 6, and the step-6 values equal `python -m pipeline.evaluate` on final/."""
+    curve = ["full", "L2-d8-p2"]
+    cfg = write_config(tmp_path, "curve", tiny_qwen2vl_dir, shards[1], **RESUME, eval_every=2, curve_budgets=curve)
+    res = run(torchrun_cmd(2, "-m", "pipeline.train", "--config", str(cfg), "eval.split=train"), env=ENV)
+    assert res.returncode == 0, res.stdout[-3000:]
+    out = tmp_path / "curve"
+    ref_weights, weights = final_weights(uninterrupted), final_weights(out)
+    assert [k for k in weights if not torch.equal(weights[k], ref_weights[k])] == []
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = {r["step"]: r for r in rows if "ndcg_at_5/L4-d32-p1" in r}
+    assert sorted(logged) == [2, 4, 6]
+    ev = run([sys.executable, "-m", "pipeline.evaluate", "--config", str(cfg), "--split", "train",
+              "eval.log_mlflow=false", "eval.timing_pages=0", "eval.progress=false"], env=ENV)
+    assert ev.returncode == 0, ev.stdout[-3000:]
+    rows = {r["budget"]: r["ndcg_at_5"] for r in json.loads((out / "eval" / "results.json").read_text())["rows"]}
+    for name in ("L4-d32-p1", "L2-d8-p2"):
+        assert logged[6][f"ndcg_at_5/{name}"] == pytest.approx(rows[name], abs=1e-9), name
+    assert len({logged[s]["ndcg_at_5/L4-d32-p1"] for s in logged}) > 1  # the curve moves as the weights do

@@ -1,0 +1,45 @@
+"""The learning curve: nDCG@5 at a few budgets on the eval set, measured inside training every train.eval_every steps.
+
+Scores come from the evaluation stage's own functions (encode once per exit, apply the budget, MaxSim through the
+index dtype, pytrec_eval), so the value at the last step equals what `python -m pipeline.evaluate` reports for the
+final weights. Under ZeRO-3 every rank runs the same forwards (parameters are gathered per module); only rank 0
+logs. Training state is untouched: no gradients, and the train/eval mode is restored.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.config import Config
+from pipeline.model.budgets import Budget, budget_grid, full_budget
+
+
+class Curve:
+    """nDCG@5 at `cfg.train.curve_budgets` of `retriever` on the eval section's set."""
+
+    def __init__(self, cfg: Config, retriever) -> None:
+        grid = budget_grid(retriever.exits, [w for w in cfg.model.widths if w <= retriever.dim], cfg.model.pools)
+        self.budgets = [full_budget(grid) if n == "full" else Budget.parse(n) for n in cfg.train.curve_budgets]
+        missing = [str(b) for b in self.budgets if b not in grid]
+        if missing:
+            raise ValueError(f"train.curve_budgets: {missing} not in the model's budget grid (exits {retriever.exits})")
+        self.cfg = cfg
+
+    @torch.no_grad()
+    def measure(self, retriever) -> dict[str, float]:
+        """{"ndcg_at_5/<budget>": value} for the current weights."""
+        from pipeline.evaluate.data import open_eval_set
+        from pipeline.evaluate.grid import encode_eval_set, run_for_budget
+        from pipeline.evaluate.metrics import mean_metrics
+
+        e = self.cfg.eval
+        eval_set = open_eval_set(e.shards or self.cfg.data.shards, e.split, e.parquet, e.max_pages)
+        was_training = retriever.training
+        retriever.eval()
+        try:
+            exits = sorted({b.layers for b in self.budgets})
+            enc = encode_eval_set(retriever, eval_set, exits, e.batch_size, keep=0, progress=False)
+        finally:
+            retriever.train(was_training)
+        return {f"ndcg_at_5/{b}": mean_metrics(run_for_budget(enc, b, e.run_depth, e.index_dtype)[0],
+                                               enc.qrels)["ndcg_at_5"] for b in self.budgets}
