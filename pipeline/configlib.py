@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import re
 import textwrap
 import types
 import typing
@@ -114,6 +115,9 @@ def constrain(value: Any, tp: Any, key: str) -> None:
             constrain(v, arm, f"{key}.{k}")
 
 
+_FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -156,6 +160,8 @@ def convert(value: Any, tp: Any, key: str) -> Any:
         return {convert(k, kt, key): convert(v, vt, f"{key}.{k}") for k, v in value.items()}
     if tp is float and _is_number(value):
         return float(value)
+    if tp is float and isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
     if tp is str and _is_number(value):
         return str(value)
     if tp is Any:

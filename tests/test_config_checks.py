@@ -74,6 +74,10 @@ def test_checks_run_when_built_in_code_too():
 def test_a_good_override_still_loads():
     cfg = load_config(None, ["loss.budgets=2d", "model.dim=32", "model.widths=[32, 16]", "model.dtype=float32"])
     assert cfg.loss.budgets == "2d" and cfg.model.dim == 32
+    # YAML 1.1 reads 3e-4 (no dot) as a string; a float setting takes it as the number users mean.
+    assert load_config(None, ["train.lr=3e-4", "loss.temperature=5E-2"]).train.lr == 3e-4
+    with pytest.raises(ConfigError, match="train.lr: expected float, got '3e-4x'"):
+        load_config(None, ["train.lr=3e-4x"])
 
 
 def test_experiment_recipes_are_checked_as_run_configs():
