@@ -17,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +42,22 @@ class ExperimentConfig(Section):
     recipes: dict[str, list[str]] = field(
         default_factory=lambda: {
             "truncation": ["loss.budgets=full"],
-            "2d": ["loss.budgets=2d", "loss.sample_k=6"],
-            "3d": ["loss.budgets=grid", "loss.sample_k=6"],
-            "3d+distill": ["loss.budgets=grid", "loss.sample_k=6", "loss.distill_weight=1.0"],
+            "diagonal": ["loss.budgets=diagonal", "loss.sample_k=2"],
+            "3d-sampled": ["loss.budgets=grid", "loss.sample_k=6"],
+            "only-L2-d32-p2": ["loss.budgets=only", "loss.only=[2,32,2]"],
+            "only-L1-d16-p4": ["loss.budgets=only", "loss.only=[1,16,4]"],
         }
     )
-    """name -> dotted overrides of the run config."""
+    """name -> dotted overrides of the run config. A recipe with loss.budgets=only is a separately trained model:
+    it is reported at its own budget only."""
+    recipe_seeds: dict[str, list[int]] = field(default_factory=dict)
+    """Seeds of a recipe when not `seeds` (ablations may run fewer; every table says how many)."""
+    default_recipe: str = "diagonal"
+    """The recipe the configs ship (the goal is checked on it)."""
+    baseline: str = "truncation"
+    """The recipe the others are compared with."""
+    results: str = "benchmarks/results/quality_experiment.json"
+    """The machine-checked summary (per recipe and budget: mean, std, seeds), from which the table and plots are made."""
     last_head_recipes: list[str] = field(default_factory=lambda: ["truncation"])
     """Recipes evaluated with the last head at every exit."""
     eval_docs: PosInt = 67
@@ -57,9 +68,14 @@ class ExperimentConfig(Section):
     def check(self) -> None:
         if not self.seeds or not self.recipes:
             raise FieldError("seeds" if not self.seeds else "recipes", "must not be empty")
-        unknown = [r for r in self.last_head_recipes if r not in self.recipes]
-        if unknown:
-            raise FieldError("last_head_recipes", f"{unknown} are not recipes ({', '.join(self.recipes)})")
+        for key in ("last_head_recipes", "recipe_seeds", "default_recipe", "baseline"):
+            names = getattr(self, key)
+            unknown = [r for r in ([names] if isinstance(names, str) else names) if r not in self.recipes]
+            if unknown:
+                raise FieldError(key, f"{unknown} are not recipes ({', '.join(self.recipes)})")
+
+    def seeds_of(self, recipe: str) -> list[int]:
+        return self.recipe_seeds.get(recipe, self.seeds)
 
 
 @dataclass(kw_only=True)
@@ -69,16 +85,27 @@ class ExperimentRunConfig(Config):
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
     def check(self) -> None:
-        from pipeline.configlib import apply_override, build
-
-        for name, overrides in self.experiment.recipes.items():  # each recipe must give a valid run config
-            tree = dataclasses.asdict(run_config(self))
+        for name in self.experiment.recipes:  # each recipe must give a valid run config
             try:
-                for item in overrides:
-                    apply_override(tree, item)
-                build(Config, tree)
+                recipe_config(self, name)
             except ValueError as e:
                 raise FieldError(f"experiment.recipes.{name}", str(e)) from None
+
+
+def recipe_config(cfg: ExperimentRunConfig, recipe: str) -> Config:
+    """The run config of one recipe: the pipeline's tree with the recipe's overrides applied and checked."""
+    from pipeline.configlib import apply_override, build
+
+    tree = dataclasses.asdict(run_config(cfg))
+    for item in cfg.experiment.recipes[recipe]:
+        apply_override(tree, item)
+    return build(Config, tree)
+
+
+def reported_budgets(cfg: ExperimentRunConfig, recipe: str) -> set[str] | None:
+    """The budgets a recipe is reported at: its own for a separately trained model, else None (every budget)."""
+    loss = recipe_config(cfg, recipe).loss
+    return {f"L{loss.only[0]}-d{loss.only[1]}-p{loss.only[2]}"} if loss.budgets == "only" else None
 
 
 CLI = Command("python -m benchmarks.quality_experiment", __doc__.splitlines()[0],
@@ -134,81 +161,150 @@ def share_last_head(src: Path, dst: Path) -> Path:
     return dst
 
 
-def run_one(cfg: Config, out: Path, recipe: str, seed: int, shards: tuple[Path, Path]) -> dict:
-    """Build the seed's random model, train one recipe, evaluate the grid; returns the eval results."""
+def run_one(cfg: ExperimentRunConfig, out: Path, recipe: str, seed: int, shards: tuple[Path, Path]) -> dict:
+    """Build the seed's random model, train one recipe (the learning curve on the eval set every
+    train.eval_every steps), evaluate the grid; returns the eval results plus the run's "wall_s" and "curve"."""
     run_dir = out / "runs" / f"{recipe}-s{seed}"
-    results = run_dir / "eval" / "results.json"
-    if results.exists():
-        return json.loads(results.read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model_dir = out / "models" / f"tiny-s{seed}"
-    if not (model_dir / "config.json").exists():  # random init, the seed's own; codes are single tokens
-        _run([PY, "-m", "pipeline.model.tiny", "--config", str(out / "config.yaml"), "--out", str(model_dir),
-              f"train.seed={seed}"], out / f"tiny-s{seed}.log")
-    common = ["--config", str(out / "config.yaml"), f"model.name_or_path={model_dir}",
-              f"train.output_dir={run_dir}", f"tracking.run_name={recipe}-s{seed}"]
-    threads = max(1, (os.cpu_count() or 2) // cfg.experiment.parallel)
-    _run([PY, "-m", "pipeline.train", *common, f"data.shards={shards[0]}", f"train.seed={seed}",
-          f"data.seed={seed}", *cfg.experiment.recipes[recipe]], run_dir / "train.log", threads)
-    evaluated = run_dir / "final"
-    if recipe in cfg.experiment.last_head_recipes:
-        evaluated = share_last_head(evaluated, run_dir / "final-last-head")
-    _run([PY, "-m", "pipeline.evaluate", *common, f"eval.shards={shards[1]}", f"eval.model={evaluated}"],
-         run_dir / "eval.log", threads)
-    log.info("done: %s seed %d", recipe, seed)
-    return json.loads(results.read_text())
+    results, wall = run_dir / "eval" / "results.json", run_dir / "wall.json"
+    if not results.exists():
+        began = time.time()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        model_dir = out / "models" / f"tiny-s{seed}"
+        if not (model_dir / "config.json").exists():  # random init, the seed's own; codes are single tokens
+            _run([PY, "-m", "pipeline.model.tiny", "--config", str(out / "config.yaml"), "--out", str(model_dir),
+                  f"train.seed={seed}"], out / f"tiny-s{seed}.log")
+        common = ["--config", str(out / "config.yaml"), f"model.name_or_path={model_dir}",
+                  f"train.output_dir={run_dir}", f"tracking.run_name={recipe}-s{seed}", f"eval.shards={shards[1]}"]
+        threads = max(1, (os.cpu_count() or 2) // cfg.experiment.parallel)
+        _run([PY, "-m", "pipeline.train", *common, f"data.shards={shards[0]}", f"train.seed={seed}",
+              f"data.seed={seed}", *cfg.experiment.recipes[recipe]], run_dir / "train.log", threads)
+        evaluated = run_dir / "final"
+        if recipe in cfg.experiment.last_head_recipes:
+            evaluated = share_last_head(evaluated, run_dir / "final-last-head")
+        _run([PY, "-m", "pipeline.evaluate", *common, f"eval.model={evaluated}"], run_dir / "eval.log", threads)
+        wall.write_text(json.dumps({"wall_s": time.time() - began, "threads": threads}))
+    res = json.loads(results.read_text())
+    res["wall_s"] = json.loads(wall.read_text())["wall_s"] if wall.exists() else None
+    res["curve"] = read_curve(run_dir / "metrics.jsonl")
+    log.info("%s seed %d: %s s wall", recipe, seed, f"{res['wall_s']:.0f}" if res["wall_s"] else "?")
+    return res
 
 
-def summarise(results: dict[str, list[dict]], out: Path) -> str:
-    """Markdown table: per budget, nDCG@5 mean ± spread (std over seeds) per recipe and fraction of full."""
-    recipes = list(results)
-    first = results[recipes[0]][0]["rows"]
-    full_key = first[0]["budget"]  # rows start at the full budget
-    stats: dict[str, dict[str, tuple[float, float]]] = {}
-    for r in recipes:
-        for row_i, row in enumerate(first):
-            vals = [res["rows"][row_i]["ndcg_at_5"] for res in results[r]]
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            stats.setdefault(row["budget"], {})[r] = (statistics.mean(vals), sd)
-    head = "| budget | bytes/page | " + " | ".join(f"{r} nDCG@5 | {r} / full" for r in recipes) + " |"
-    lines = [head, "|" + "---|" * (2 + 2 * len(recipes))]
-    for row in first:
+def read_curve(metrics: Path) -> dict[str, list[tuple[int, float]]]:
+    """{budget: [(step, nDCG@5), ...]} from a run's metrics.jsonl (the last record of a step wins, as on resume)."""
+    points: dict[str, dict[int, float]] = {}
+    if metrics.exists():
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line)
+            for key, value in row.items():
+                if key.startswith("ndcg_at_5/"):
+                    points.setdefault(key.split("/", 1)[1], {})[row["step"]] = value
+    return {b: sorted(p.items()) for b, p in points.items()}
+
+
+def summary(cfg: ExperimentRunConfig, results: dict[str, list[dict]], commit: str) -> dict:
+    """The machine-checked result: {"commit", "baseline", "default_recipe", "recipes": {name: {budget: {"mean",
+    "std", "seeds"}}}, "bytes_per_page": {budget: n}, "wall_s": {name: [per run]}}; budgets in grid order."""
+    recipes: dict[str, dict] = {}
+    order = [row["budget"] for row in next(iter(results.values()))[0]["rows"]]
+    for name, runs in results.items():
+        keep = reported_budgets(cfg, name)
+        table = {}
+        for budget in order:
+            if keep is None or budget in keep:
+                vals = [next(r["ndcg_at_5"] for r in res["rows"] if r["budget"] == budget) for res in runs]
+                table[budget] = {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                                 "seeds": len(vals)}
+        recipes[name] = table
+    sizes = {r["budget"]: r["bytes_per_page"] for r in next(iter(results.values()))[0]["rows"]}
+    return {"commit": commit, "baseline": cfg.experiment.baseline, "default_recipe": cfg.experiment.default_recipe,
+            "recipes": recipes, "bytes_per_page": sizes,
+            "wall_s": {name: [res["wall_s"] for res in runs] for name, runs in results.items()}}
+
+
+def markdown(result: dict) -> str:
+    """Per budget: nDCG@5 mean ± std (seeds) of every recipe and its fraction of the recipe's own full budget."""
+    recipes = result["recipes"]
+    budgets = list(result["bytes_per_page"])
+    full = budgets[0]  # rows start at the full budget
+    lines = ["| budget | bytes/page | " + " | ".join(f"{r} (n={_seeds(recipes[r])})" for r in recipes) + " |",
+             "|" + "---|" * (2 + len(recipes))]
+    for b in budgets:
         cells = []
         for r in recipes:
-            m, sd = stats[row["budget"]][r]
-            cells += [f"{m:.3f} ± {sd:.3f}", f"{m / max(stats[full_key][r][0], 1e-9):.2f}"]
-        lines.append(f"| {row['budget']} | {int(row['bytes_per_page'])} | " + " | ".join(cells) + " |")
-    (out / "summary.json").write_text(json.dumps({"stats": stats, "runs": {r: len(v) for r, v in results.items()}},
-                                                 indent=1))
-    _plot(stats, first, recipes, out / "pareto.png")
+            cell = recipes[r].get(b)
+            if cell is None:
+                cells.append("-")
+                continue
+            frac = f" ({cell['mean'] / recipes[r][full]['mean']:.2f})" if full in recipes[r] and b != full else ""
+            cells.append(f"{cell['mean']:.3f} ± {cell['std']:.3f}{frac}")
+        lines.append(f"| {b} | {int(result['bytes_per_page'][b])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _plot(stats: dict, rows: list[dict], recipes: list[str], path: Path) -> None:
-    """nDCG@5 against bytes/page at the deepest and the shallowest exit, one line per recipe."""
+def _seeds(table: dict) -> int:
+    return next(iter(table.values()))["seeds"]
+
+
+def plot_pareto(result: dict, path: Path) -> None:
+    """nDCG@5 against bytes/page at the deepest and the shallowest exit: each grid recipe's Pareto frontier (mean
+    of seeds), separately trained models as single points."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    depths = sorted({r["layers"] for r in rows})
+    from pipeline.model.budgets import Budget
+
+    sizes = result["bytes_per_page"]
+    depths = sorted({Budget.parse(b).layers for b in sizes})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, depth in zip(axes, [depths[-1], depths[0]]):
-        pts = sorted((r["bytes_per_page"], r["budget"]) for r in rows if r["layers"] == depth)
-        for recipe in recipes:
+        for name, table in result["recipes"].items():
+            pts = sorted((sizes[b], table[b]["mean"]) for b in table if Budget.parse(b).layers == depth)
+            if len(table) == 1:
+                if pts:
+                    ax.plot(*zip(*pts), marker="*", markersize=12, linestyle="none", label=name)
+                continue
             best, frontier = -1.0, []
-            for b, name in pts:  # the Pareto frontier of each recipe at this depth
-                best = max(best, stats[name][recipe][0])
-                frontier.append((b, best))
-            ax.plot(*zip(*frontier), marker="o", label=recipe)
+            for size, value in pts:
+                best = max(best, value)
+                frontier.append((size, best))
+            ax.plot(*zip(*frontier), marker="o", label=name)
         ax.set_xscale("log", base=2)
         ax.set_title(f"exit after {depth} layers")
         ax.set_xlabel("bytes per page (fp16 index)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("best nDCG@5 at <= bytes/page (mean of seeds)")
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_curves(results: dict[str, list[dict]], path: Path) -> None:
+    """The learning curve of every recipe: nDCG@5 against step at each curve budget, one panel per recipe, one thin
+    line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.6), sharey=True, squeeze=False)
+    for ax, (name, runs) in zip(axes[0], results.items()):
+        colours = {}
+        for res in runs:
+            for budget, points in res["curve"].items():
+                colour = colours.setdefault(budget, f"C{len(colours)}")
+                ax.plot(*zip(*points), color=colour, alpha=0.8, label=budget if res is runs[0] else None)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("nDCG@5 on the eval set")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -224,16 +320,24 @@ def main(argv: list[str] | None = None) -> None:
     from mlflow import MlflowClient
 
     MlflowClient(cfg.tracking.tracking_uri).search_experiments()  # create the SQLite store once, not in a race
-    jobs = [(r, s) for s in cfg.experiment.seeds for r in cfg.experiment.recipes]
+    seeds = sorted({s for r in cfg.experiment.recipes for s in cfg.experiment.seeds_of(r)})
+    jobs = [(r, s) for s in seeds for r in cfg.experiment.recipes if s in cfg.experiment.seeds_of(r)]  # seed-major
     with ThreadPoolExecutor(cfg.experiment.parallel) as pool:
         done = list(pool.map(lambda j: run_one(cfg, out, j[0], j[1], shards), jobs))
     results: dict[str, list[dict]] = {}
-    for (recipe, _), res in zip(jobs, done):
+    for (recipe, _), res in sorted(zip(jobs, done), key=lambda j: list(cfg.experiment.recipes).index(j[0][0])):
         results.setdefault(recipe, []).append(res)
-    table = summarise(results, out)
-    (out / "summary.md").write_text(table + "\n")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    result = summary(cfg, results, commit)
+    target = Path(cfg.experiment.results)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(result, indent=1) + "\n")
+    table = markdown(result)
+    target.with_suffix(".md").write_text(table + "\n")
+    plot_pareto(result, target.with_name(target.stem + "_pareto.png"))
+    plot_curves(results, target.with_name(target.stem + "_curves.png"))
     print(table)
-    print(f"\nsummary: {out / 'summary.md'}  plot: {out / 'pareto.png'}  MLflow: {cfg.tracking.tracking_uri}")
+    print(f"\nresults: {target} (+ .md, _pareto.png, _curves.png)  MLflow: {cfg.tracking.tracking_uri}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,10 @@ class SynthConfig(Section):
     """Seed of the code vocabulary; keep it equal across train and eval corpora."""
     fact_queries: bool = False
     """rich layout: add one natural-language query per page."""
+    eval_docs: NonNegInt = 0
+    """0: one corpus in out_dir. N: the corpus above goes to out_dir/train and N more documents to out_dir/eval
+    (seed + 1, answer codes unique among them, same vocabulary: with unique_codes false every eval query is a code
+    that training pages answer); one queries.jsonl for both. Render with render.split_by=path."""
 
     def check(self) -> None:
         if self.queries_per_page > self.codes_per_page:

@@ -11,6 +11,7 @@ a table and a bar chart, and the answer codes printed large).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -169,20 +170,27 @@ def fact_query(page: PagePlan) -> str:
 
 
 def synthesize(cfg: SynthConfig) -> Path:
-    """Write `doc-NNNNN.pdf` files and `queries.jsonl` ({doc, page, query} lines) into cfg.out_dir."""
-    _page_size(cfg)  # refuse a bad layout before writing anything
-    plans = plan_corpus(cfg)
+    """Write `doc-NNNNN.pdf` files and `queries.jsonl` ({doc, page, query} lines, doc relative to cfg.out_dir) into
+    cfg.out_dir; with cfg.eval_docs, a training corpus under train/ and a held-out one under eval/."""
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    parts = [("", cfg)]
+    if cfg.eval_docs:
+        held_out = dataclasses.replace(cfg, n_docs=cfg.eval_docs, seed=cfg.seed + 1, unique_codes=True, eval_docs=0)
+        parts = [("train/", cfg), ("eval/", held_out)]
     lines = []
-    for d, pages in enumerate(plans):
-        name = f"doc-{d:05d}.pdf"
-        write_pdf(out / name, pages, cfg, d)
-        for p, page in enumerate(pages):
-            queries = list(page.answers) + ([fact_query(page)] if cfg.fact_queries and cfg.layout == "rich" else [])
-            lines += [json.dumps({"doc": name, "page": p, "query": q}) for q in queries]
+    for prefix, part in parts:
+        _page_size(part)  # refuse a bad layout before writing anything
+        plans = plan_corpus(part)
+        (out / prefix).mkdir(parents=True, exist_ok=True)
+        for d, pages in enumerate(plans):
+            name = f"{prefix}doc-{d:05d}.pdf"
+            write_pdf(out / name, pages, part, d)
+            for p, page in enumerate(pages):
+                queries = list(page.answers) + ([fact_query(page)] if part.fact_queries and part.layout == "rich" else [])
+                lines += [json.dumps({"doc": name, "page": p, "query": q}) for q in queries]
+        log.info("wrote %d documents, %d pages to %s", len(plans), sum(map(len, plans)), out / prefix)
     (out / "queries.jsonl").write_text("\n".join(lines) + "\n")
-    log.info("wrote %d documents, %d pages, %d queries to %s", len(plans), sum(map(len, plans)), len(lines), out)
+    log.info("%d queries in %s", len(lines), out / "queries.jsonl")
     return out
 
 

@@ -81,6 +81,16 @@ def serve_http(cfg: Config, conf: list[str], alias: str, query: str) -> None:
         print(f"model server (pid {proc.pid}) stopped")
 
 
+def learned(cfg: Config) -> None:
+    """One line: the full budget's nDCG@5 on the held-out pages against a random ranking's."""
+    from pipeline.evaluate.metrics import chance_ndcg_at_5
+
+    res = json.loads((Path(cfg.train.output_dir) / "eval" / "results.json").read_text())
+    full, chance = res["rows"][0], chance_ndcg_at_5(res["pages"])
+    print(f"\nlearned: full budget ({full['budget']}) nDCG@5 {full['ndcg_at_5']:.3f} on {res['pages']} held-out pages "
+          f"= {full['ndcg_at_5'] / chance:.1f}x chance ({chance:.3f} for a random ranking)", flush=True)
+
+
 def summary(cfg: Config, conf: list[str], out: Path) -> None:
     banner("summary")
     sh([PY, "-m", "pipeline.promote", *conf, "--list"])
@@ -113,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     sh([str(BIN / "deepspeed"), "--num_gpus", "2", "--no_local_rank", "--module", "pipeline.train", *conf])
     banner("4/7 evaluation over the budget grid")
     sh([PY, "-m", "pipeline.evaluate", *conf])
+    learned(cfg)
     banner("5/7 export the budget variants and register them in MLflow")
     sh([PY, "-m", "pipeline.export", *conf])
     banner("6/7 promotion through the quality gate")
@@ -126,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         "--dry-run"],
        check=False)  # would the smallest variant take `full`? the gate compares nDCG@5 on the same eval set
     banner("7/7 serving: index the eval pages at an alias, search, and the HTTP server")
-    query = json.loads(Path(cfg.synth.out_dir, "queries.jsonl").read_text().splitlines()[0])["query"]
+    lines = Path(cfg.synth.out_dir, "queries.jsonl").read_text().splitlines()
+    query = next(q for q in map(json.loads, lines) if q["doc"].startswith("eval/") or not cfg.synth.eval_docs)["query"]
     sh([PY, "-m", "pipeline.serve", "index", *conf, "--alias", "balanced"])
     sh([PY, "-m", "pipeline.serve", "search", *conf, "--query", query, "-k", "3"])
     serve_http(cfg, conf, "balanced", query)

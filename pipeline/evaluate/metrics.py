@@ -52,3 +52,10 @@ def mean_metrics(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, in
     if not rows:
         return {m: 0.0 for m in METRICS}
     return {m: sum(r[m] for r in rows.values()) / len(rows) for m in METRICS}
+
+
+def chance_ndcg_at_5(pages: int) -> float:
+    """Expected nDCG@5 of a random ranking of `pages` pages when one page is relevant: sum_{r<=5} 1/(pages log2(r+1))."""
+    import math
+
+    return sum(1 / math.log2(r + 1) for r in range(1, min(5, pages) + 1)) / pages

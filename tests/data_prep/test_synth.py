@@ -85,3 +85,21 @@ def test_vocab_is_shared_across_corpora_and_too_small_a_vocab_is_refused(tmp_pat
         synthesize(SynthConfig(out_dir=str(tmp_path / "x"), n_docs=200, vocab_size=100))
     out = synthesize(SynthConfig(out_dir=str(tmp_path / "y"), n_docs=200, vocab_size=100, unique_codes=False))
     assert len((out / "queries.jsonl").read_text().splitlines()) == 600
+
+
+def test_held_out_eval_corpus_answers_with_codes_training_has_seen(tmp_path):
+    """synth.eval_docs: train/ and eval/ corpora, one queries.jsonl naming paths inside out_dir; each eval query is
+    on exactly one eval page (read from the PDFs' text) and is a query of some training page too."""
+    cfg = SynthConfig(out_dir=str(tmp_path), n_docs=60, vocab_size=48, unique_codes=False, eval_docs=5)
+    out = synthesize(cfg)
+    queries = [json.loads(line) for line in (out / "queries.jsonl").read_text().splitlines()]
+    split = {"train": [q for q in queries if q["doc"].startswith("train/")],
+             "eval": [q for q in queries if q["doc"].startswith("eval/")]}
+    assert len(split["train"]) == 180 and len(split["eval"]) == 15 and len(queries) == 195
+    eval_pages = {(p.relative_to(out).as_posix(), i): words for p in sorted((out / "eval").glob("*.pdf"))
+                  for i, words in enumerate(page_words(p))}
+    for q in split["eval"]:
+        assert [k for k, words in eval_pages.items() if q["query"] in words] == [(q["doc"], q["page"])]
+    trained = {q["query"] for q in split["train"]}
+    assert sum(q["query"] in trained for q in split["eval"]) >= 13  # 180 draws over 48 codes miss ~2%
+    assert all((out / q["doc"]).is_file() for q in queries)

@@ -103,3 +103,15 @@ def test_bytes_per_page_exact_against_stored_vectors():
     # By hand: a 4 x 4 page at pool 2 keeps 4 vectors; 4 x 32 dims x 2 bytes = 256 bytes.
     assert bytes_per_page_from_grids(torch.tensor([[4, 4]]), 32, 2) == 256.0
     assert bytes_per_page_from_grids(torch.tensor([[3, 5]]), 16, 2, dtype="float32") == 6 * 16 * 4
+
+
+def test_chance_ndcg_matches_random_rankings():
+    """The closed form against pytrec_eval over every rank of the one relevant page (a uniform random ranking)."""
+    from pipeline.evaluate.metrics import chance_ndcg_at_5, mean_metrics
+
+    for n in (3, 42):
+        values = []
+        for rank in range(n):
+            docs = {f"d{i}": float(n - i) for i in range(n)}  # d0 first ... d{n-1} last
+            values.append(mean_metrics({"q": docs}, {"q": {f"d{rank}": 1}})["ndcg_at_5"])
+        assert chance_ndcg_at_5(n) == pytest.approx(sum(values) / n, rel=1e-9)
