@@ -222,6 +222,25 @@ def summary(cfg: ExperimentRunConfig, results: dict[str, list[dict]], commit: st
             "wall_s": {name: [res["wall_s"] for res in runs] for name, runs in results.items()}}
 
 
+def goals(result: dict) -> dict[str, bool]:
+    """The issue's goals, checked on the default recipe: >= the baseline at every budget (the full budget within one
+    std); at (L/2, 32, pool 2) >= 95% of its own full budget and >= the model trained there alone (when run)."""
+    default, base = result["recipes"][result["default_recipe"]], result["recipes"][result["baseline"]]
+    budgets = list(result["bytes_per_page"])
+    full = budgets[0]
+    layers = max(int(b.split("-")[0][1:]) for b in budgets)
+    target = f"L{layers // 2}-d32-p2"
+    out = {"at_least_baseline_everywhere": all(
+        default[b]["mean"] >= base[b]["mean"] - (max(default[b]["std"], base[b]["std"]) if b == full else 0.0)
+        for b in budgets if b in default and b in base)}
+    if target in default:
+        out[f"{target}_at_least_95pct_of_full"] = default[target]["mean"] >= 0.95 * default[full]["mean"]
+        alone = [t[target]["mean"] for name, t in result["recipes"].items() if list(t) == [target]]
+        if alone:
+            out[f"{target}_at_least_separately_trained"] = default[target]["mean"] >= max(alone)
+    return out
+
+
 def markdown(result: dict) -> str:
     """Per budget: nDCG@5 mean ± std (seeds) of every recipe and its fraction of the recipe's own full budget."""
     recipes = result["recipes"]
@@ -329,6 +348,7 @@ def main(argv: list[str] | None = None) -> None:
         results.setdefault(recipe, []).append(res)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = summary(cfg, results, commit)
+    result["goals"] = goals(result)
     target = Path(cfg.experiment.results)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(result, indent=1) + "\n")
@@ -337,6 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     plot_pareto(result, target.with_name(target.stem + "_pareto.png"))
     plot_curves(results, target.with_name(target.stem + "_curves.png"))
     print(table)
+    print("\n".join(f"goal {name}: {'met' if ok else 'MISSED'}" for name, ok in result["goals"].items()))
     print(f"\nresults: {target} (+ .md, _pareto.png, _curves.png)  MLflow: {cfg.tracking.tracking_uri}")
 
 

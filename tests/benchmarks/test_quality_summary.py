@@ -21,7 +21,7 @@ def fake_results(offset: float, seeds: int) -> list[dict]:
 def test_summary_schema_and_statistics(tmp_path):
     cfg = parse_cli(CLI, ["--config", "configs/experiment.yaml", "experiment.recipes={truncation: [loss.budgets=full], "
                           "joint: [loss.budgets=grid], only-L1-d4-p2: [loss.budgets=only, 'loss.only=[1,4,2]']}",
-                          "experiment.default_recipe=joint", "model.widths=[8,4]", "model.dim=8", "model.pools=[1,2]"])
+                          "experiment.default_recipe=joint", "experiment.recipe_seeds={}", "model.widths=[8,4]", "model.dim=8", "model.pools=[1,2]"])
     results = {"truncation": fake_results(0.0, 3), "joint": fake_results(0.5, 2), "only-L1-d4-p2": fake_results(0.2, 3)}
     got = json.loads(json.dumps(summary(cfg, results, "abc1234")))  # JSON-clean
     assert got["commit"] == "abc1234" and got["baseline"] == "truncation" and got["default_recipe"] == "joint"
@@ -49,3 +49,24 @@ def test_read_curve_keeps_the_last_record_of_a_step(tmp_path):
     metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert read_curve(metrics) == {"full": [(10, 0.1), (20, 0.4)]}
     assert read_curve(tmp_path / "missing.jsonl") == {}
+
+
+def test_goals_are_checked_on_the_default_recipe():
+    from benchmarks.quality_experiment import goals
+
+    sizes = {"L4-d32-p1": 256, "L2-d32-p2": 32, "L1-d16-p4": 8}
+
+    def cell(m, sd=0.01):
+        return {"mean": m, "std": sd, "seeds": 3}
+
+    result = {"default_recipe": "joint", "baseline": "truncation", "bytes_per_page": sizes, "recipes": {
+        "truncation": {"L4-d32-p1": cell(0.905), "L2-d32-p2": cell(0.5), "L1-d16-p4": cell(0.2)},
+        "joint": {"L4-d32-p1": cell(0.9), "L2-d32-p2": cell(0.86), "L1-d16-p4": cell(0.4)},
+        "only-L2-d32-p2": {"L2-d32-p2": cell(0.85)}}}
+    assert goals(result) == {"at_least_baseline_everywhere": True, "L2-d32-p2_at_least_95pct_of_full": True,
+                             "L2-d32-p2_at_least_separately_trained": True}
+    result["recipes"]["truncation"]["L4-d32-p1"] = cell(0.93)  # more than a std above at the full budget
+    result["recipes"]["only-L2-d32-p2"] = {"L2-d32-p2": cell(0.87)}
+    result["recipes"]["joint"]["L2-d32-p2"] = cell(0.84)
+    assert goals(result) == {"at_least_baseline_everywhere": False, "L2-d32-p2_at_least_95pct_of_full": False,
+                             "L2-d32-p2_at_least_separately_trained": False}
