@@ -53,7 +53,7 @@ def render_on_ray(cfg: Config, conf: list[str]) -> None:
 
 def serve_http(cfg: Config, conf: list[str], alias: str, query: str) -> None:
     """Start the HTTP server for the alias, ask it for one query's vectors, stop it by PID."""
-    from data_prep.ray_head import free_port, stop_process_group
+    from pipeline.procs import free_port, stop_process_group
 
     port = free_port()
     cmd = [PY, "-m", "pipeline.serve", "http", *conf, "--alias", alias, "--port", str(port)]

@@ -20,7 +20,8 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from data_prep.ray_head import stop_process_group, submit_render_job
+from data_prep.ray_head import submit_render_job
+from pipeline.procs import stop_process_group
 from tests.data_prep.conftest import BAD, MAX_FILE_MB, ROOT
 
 ARGS = ["render.shard_size=3", "render.pages_per_task=2", "render.max_in_flight=2", f"render.max_file_mb={MAX_FILE_MB}",
