@@ -51,6 +51,18 @@ class ShardError(ValueError):
     """A shard or sample whose bytes are not what the manifest promises; one line naming the shard (and key)."""
 
 
+def one_line(err: Exception) -> str:
+    """The one-line message of a ManifestError/ShardError, also when a DataLoader worker re-raised it wrapped in
+    its traceback text (the original message is then the last line, after the exception's class name)."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    last = lines[-1]
+    for cls in (ShardError, ManifestError):
+        prefix = f"{cls.__module__}.{cls.__qualname__}: "
+        if last.startswith(prefix):
+            return last[len(prefix):]
+    return last
+
+
 def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:06d}.tar"
 
@@ -263,12 +275,13 @@ class _HashingReader:
             pass
 
 
-def walk_tar(source: str | Path | BinaryIO, keep: tuple[str, ...] = (META_EXT,), name: str | None = None
-             ) -> tuple[list[SampleMembers], str, int]:
+def walk_tar(source: str | Path | BinaryIO, keep: tuple[str, ...] = (META_EXT,), name: str | None = None,
+             hashed: bool = True) -> tuple[list[SampleMembers], str, int]:
     """Walk a shard once, front to back: (samples in order, sha256 of every byte, byte count).
 
-    Members named in `keep` have their bytes kept; the others are only located. ShardError (naming the shard)
-    on a tar that does not parse or members that break the sample layout."""
+    Members named in `keep` have their bytes kept; the others are only located. Without `hashed` the walk seeks
+    over member data (reads headers and kept members only) and the sha256 returned is "". ShardError (naming the
+    shard) on a tar that does not parse or members that break the sample layout."""
     label = name or str(source)
     f = open(source, "rb") if isinstance(source, (str, Path)) else source
     try:
@@ -276,7 +289,8 @@ def walk_tar(source: str | Path | BinaryIO, keep: tuple[str, ...] = (META_EXT,),
         samples: list[SampleMembers] = []
         by_key: dict[str, SampleMembers] = {}
         try:
-            with tarfile.open(fileobj=reader, mode="r|") as tar:
+            opened = tarfile.open(fileobj=reader, mode="r|") if hashed else tarfile.open(fileobj=f, mode="r:")
+            with opened as tar:
                 for m in tar:
                     if not m.isfile():
                         continue
@@ -295,6 +309,8 @@ def walk_tar(source: str | Path | BinaryIO, keep: tuple[str, ...] = (META_EXT,),
                         s.small[ext] = tar.extractfile(m).read()
         except tarfile.TarError as e:
             raise ShardError(f"{label}: not a readable tar ({e})") from None
+        if not hashed:
+            return samples, "", f.seek(0, os.SEEK_END)
         reader.drain()
         return samples, reader.h.hexdigest(), reader.n
     finally:
@@ -338,6 +354,6 @@ def iter_shard_files(shard_dir: Path) -> Iterator[Path]:
 
 
 __all__ = ["BLOCK", "IMAGE_EXTS", "MANIFEST", "META_EXT", "PARTIAL", "REJECTS", "SPLITS", "ManifestError",
-           "SampleMembers", "ShardError", "ShardInfo", "build_manifest", "check_name", "check_size", "json_bytes",
+           "SampleMembers", "ShardError", "ShardInfo", "build_manifest", "check_name", "check_size", "json_bytes", "one_line",
            "read_manifest", "sample_key", "sha256_file", "shard_name", "split_shards", "verify_dir",
            "verify_walk", "walk_tar", "write_manifest", "write_shard"]

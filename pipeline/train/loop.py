@@ -20,8 +20,9 @@ from tqdm import tqdm
 
 from pipeline.config import Config
 from pipeline.data.batch import Collate
-from pipeline.data.manifest import split_shards
 from pipeline.data.stream import TrainStream, make_loader
+from pipeline.layout.run import RunPaths
+from pipeline.layout.shards import split_shards
 from pipeline.train import dist
 from pipeline.train.checkpoint import Checkpointer
 from pipeline.train.engine import build_engine
@@ -45,6 +46,7 @@ class Run:
     tracker: Tracker
     step: int = 0
     skipped: int = 0
+    bad_samples: int = 0  # unreadable samples skipped (data.skip_bad_samples): at indexing, then in batches
     stop: dict = field(default_factory=lambda: {"signal": None})
 
 
@@ -58,9 +60,10 @@ def build_model(cfg: Config) -> torch.nn.Module:
 
 def build_stream(cfg: Config, processor: Any) -> TrainStream:
     """This rank's share of the training stream, with the model's processor as the collate."""
-    shards = split_shards(cfg.data.shards, cfg.data.split, checksums=cfg.data.verify_checksums)
+    shards = split_shards(cfg.data.shards, cfg.data.split)
     return TrainStream(shards, cfg.data.global_batch, dist.world_size(), dist.rank(), cfg.data.seed,
-                       transform=Collate(processor))
+                       transform=Collate(processor), verify=cfg.data.verify_checksums,
+                       skip_bad=cfg.data.skip_bad_samples)
 
 
 def build_step_context(cfg: Config, engine: Any, retriever: Any) -> StepContext:
@@ -99,9 +102,11 @@ def build_run(cfg: Config) -> Run:
     state = checkpointer.load(engine, resume) if resume is not None else None
     run = Run(cfg, engine, retriever, stream, build_step_context(cfg, engine, retriever), checkpointer,
               Tracker(cfg, ds_config, cfg.train.output_dir, resumed_step=state["step"] if state else 0))
+    run.bad_samples = stream.bad_at_index
     if state is not None:
         stream.load_state_dict(state["stream"])
         run.step, run.skipped = state["step"], state["skipped"]
+        run.bad_samples += state.get("bad_in_batches", 0)
     install_signal_handlers(run.stop)
     return run
 
@@ -110,19 +115,20 @@ def log_step(run: Run, out: StepOutput, lr: float, seconds: float, steps: int) -
     """Reduce this step's losses over ranks (one all-reduce) and log them (rank 0 writes MLflow and metrics.jsonl)."""
     names = ["loss"] + [f"loss/{budget}" for budget in out.per_budget]
     values = dist.mean_over_ranks(torch.stack([out.loss, *out.per_budget.values()]).float()).tolist()
-    metrics = {**dict(zip(names, values)), "lr": lr, "skipped_steps": run.skipped,
+    metrics = {**dict(zip(names, values)), "lr": lr, "skipped_steps": run.skipped, "bad_samples": run.bad_samples,
                "samples_per_s": run.cfg.data.global_batch * steps / max(seconds, 1e-9)}
     norm = run.engine.get_global_grad_norm() if not out.skipped else None
     if norm is not None:
         metrics["grad_norm"] = float(norm)
     run.tracker.log_metrics(metrics, step=run.step)
     if dist.is_rank0():
-        with open(Path(run.cfg.train.output_dir) / "metrics.jsonl", "a") as f:
+        with open(RunPaths(Path(run.cfg.train.output_dir)).metrics, "a") as f:
             f.write(json.dumps({"step": run.step, **metrics}) + "\n")
 
 
 def save(run: Run) -> None:
-    state = {"stream": run.stream.state_dict(), "skipped": run.skipped}
+    state = {"stream": run.stream.state_dict(), "skipped": run.skipped,
+             "bad_in_batches": run.bad_samples - run.stream.bad_at_index}
     run.checkpointer.save(run.engine, run.step, state)
     run.tracker.write_run_json(run.step)
 
@@ -131,7 +137,7 @@ def export_final(run: Run) -> Path:
     """Consolidate the ZeRO-3 partitions and write `<output_dir>/final` with the Retriever's save_pretrained."""
     import deepspeed
 
-    out = Path(run.cfg.train.output_dir) / "final"
+    out = RunPaths(Path(run.cfg.train.output_dir)).final
     params = list(run.retriever.parameters())
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=hasattr(params[0], "ds_id")):
         if dist.is_rank0():
@@ -152,6 +158,7 @@ def train(cfg: Config) -> int:
         lr = run.engine.get_lr()[0]
         out = train_step(run.ctx, batch.to(device), run.step, stop=run.stop["signal"] is not None)
         run.skipped += int(out.skipped)
+        run.bad_samples += batch.bad_samples
         if out.skipped:
             log.warning("step %d: non-finite loss on some rank, update skipped (%d so far)", run.step, run.skipped)
         since += 1
@@ -171,7 +178,8 @@ def train(cfg: Config) -> int:
             return EXIT_PREEMPTED
     bar.close()
     final = export_final(run)
-    run.tracker.log_metrics({"steps": run.step, "skipped_steps": run.skipped}, step=run.step)
+    run.tracker.log_metrics({"steps": run.step, "skipped_steps": run.skipped, "bad_samples": run.bad_samples},
+                            step=run.step)
     run.tracker.finish(run.step)
     log.info("done: %d steps, %d skipped, weights in %s", run.step, run.skipped, final)
     return 0
