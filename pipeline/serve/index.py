@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from pipeline.layout.files import atomic_directory
 from pipeline.model.maxsim import topk_stream
 from pipeline.model.vectors import MultiVector
 
@@ -45,14 +46,12 @@ class Index:
     info: dict
 
     def save(self, directory: str | Path) -> Path:
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "index.safetensors.tmp"
-        save_file({"vectors": self.vectors.contiguous(), "offsets": self.offsets}, str(tmp))
-        (out / "index.json.tmp").write_text(json.dumps({**self.info, "keys": self.keys}))
-        tmp.rename(out / "index.safetensors")  # the tensors, then the keys: a complete index or none
-        (out / "index.json.tmp").rename(out / "index.json")
-        return out
+        """Write both files into a temporary sibling directory renamed over `directory` whole: a reader finds the
+        complete old index or the complete new one, never the tensors of one and the keys of the other."""
+        with atomic_directory(directory) as tmp:
+            save_file({"vectors": self.vectors.contiguous(), "offsets": self.offsets}, str(tmp / "index.safetensors"))
+            (tmp / "index.json").write_text(json.dumps({**self.info, "keys": self.keys}))
+        return Path(directory)
 
     @staticmethod
     def load(directory: str | Path) -> "Index":
