@@ -58,11 +58,12 @@ def build_model(cfg: Config) -> torch.nn.Module:
     return Retriever.from_pretrained(cfg.model.name_or_path, cfg.model)
 
 
-def build_stream(cfg: Config, processor: Any) -> TrainStream:
-    """This rank's share of the training stream, with the model's processor as the collate."""
+def build_stream(cfg: Config, processor: Any = None) -> TrainStream:
+    """This rank's share of the training stream (shards verified first), with the model's processor as the
+    collate (set later when the model is not built yet)."""
     shards = split_shards(cfg.data.shards, cfg.data.split)
     return TrainStream(shards, cfg.data.global_batch, dist.world_size(), dist.rank(), cfg.data.seed,
-                       transform=Collate(processor), verify=cfg.data.verify_checksums,
+                       transform=Collate(processor) if processor else None, verify=cfg.data.verify_checksums,
                        skip_bad=cfg.data.skip_bad_samples)
 
 
@@ -95,10 +96,11 @@ def build_run(cfg: Config) -> Run:
     Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(cfg.train.output_dir, cfg.train.keep_checkpoints)
     resume = checkpointer.find()  # before the model loads: refusing to resume costs seconds, not minutes
+    stream = build_stream(cfg)  # before the model: data that does not verify costs seconds, not minutes
     torch.manual_seed(cfg.train.seed + dist.rank())
     retriever = build_model(cfg)
     engine, ds_config = build_engine(Encoder(retriever), cfg, dist.world_size())
-    stream = build_stream(cfg, retriever.processor)
+    stream.transform = Collate(retriever.processor)
     state = checkpointer.load(engine, resume) if resume is not None else None
     run = Run(cfg, engine, retriever, stream, build_step_context(cfg, engine, retriever), checkpointer,
               Tracker(cfg, ds_config, cfg.train.output_dir, resumed_step=state["step"] if state else 0))
