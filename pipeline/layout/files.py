@@ -1,5 +1,5 @@
-"""File primitives every stage shares: the one sha256 of a file, the one atomic file write, the one atomic
-directory write.
+"""File primitives every stage shares: the one sha256 of a file, the one atomic file write (`atomic_file`, and
+`atomic_write` for bytes at hand), the one atomic directory write.
 
 Atomic means a reader sees the old content or the whole new one, never a part: the bytes go to a temporary
 name in the same directory (same filesystem), are flushed to disk, then renamed over the final name.
@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 BLOCK = 1 << 20
 
@@ -38,14 +38,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> Path:
-    """Write `data` (str: UTF-8) to `path` through a temporary sibling, fsync, rename; returns `path`."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """Yield a binary file open at a temporary sibling of `path`; when the block ends without an error it is
+    flushed to disk and renamed over `path`. On an error the temporary file is removed and `path` left as it was."""
     path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
@@ -55,7 +56,13 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
-    return path
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Write `data` (str: UTF-8) to `path` through a temporary sibling, fsync, rename; returns `path`."""
+    with atomic_file(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
 
 
 @contextlib.contextmanager

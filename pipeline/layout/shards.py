@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from pipeline.layout.files import BLOCK, atomic_write, sha256_file
+from pipeline.layout.files import BLOCK, atomic_file, atomic_write, sha256_file
 
 MANIFEST = "manifest.json"
 PARTIAL = "manifest.partial.json"  # shards finished by an interrupted render run: read back by the next run
@@ -113,9 +113,8 @@ def write_shard(path: str | Path, samples: list[tuple[str, dict[str, bytes]]]) -
 
     Returns the entry fields {"samples", "bytes", "sha256"} of the finished file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     h = hashlib.sha256()
-    with open(tmp, "wb") as raw:
+    with atomic_file(path) as raw:
         sink = _HashingWriter(raw, h)
         with tarfile.open(fileobj=sink, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for key, members in samples:
@@ -123,9 +122,6 @@ def write_shard(path: str | Path, samples: list[tuple[str, dict[str, bytes]]]) -
                     raise ShardError(f"{path.name}: sample key {key!r} must be non-empty without '.' or '/'")
                 for ext in sorted(members):
                     tar.addfile(_tarinfo(f"{key}.{ext}", len(members[ext])), fileobj=_Bytes(members[ext]))
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp, path)
     return {"samples": len(samples), "bytes": path.stat().st_size, "sha256": h.hexdigest()}
 
 

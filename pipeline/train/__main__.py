@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipeline.cli import Command, flag, ignored, parse_cli
 from pipeline.config import Config
+from pipeline.layout.shards import MANIFEST
 from pipeline.logs import setup_logging
 
 CLI = Command(
@@ -33,8 +34,8 @@ def launch_problem(cfg: Config, world_size: int) -> str | None:
         return "model.dtype float16: training takes auto, float32 or bfloat16"
     if not Path(cfg.train.deepspeed_config).is_file():
         return f"train.deepspeed_config: no such file {cfg.train.deepspeed_config}"
-    if not (Path(cfg.data.shards) / "manifest.json").is_file():
-        return f"data.shards: no manifest.json in {cfg.data.shards} (run the render job first)"
+    if not (Path(cfg.data.shards) / MANIFEST).is_file():
+        return f"data.shards: no {MANIFEST} in {cfg.data.shards} (run the render job first)"
     return None
 
 
