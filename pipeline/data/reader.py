@@ -121,7 +121,9 @@ def decode_image(data: bytes, shard: object, key: str):
     try:
         with Image.open(io.BytesIO(data)) as img:
             return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise ShardError(f"{shard}: sample {key}: the image does not decode (not an image format PIL knows)") from None
+    except (OSError, SyntaxError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ShardError(f"{shard}: sample {key}: the image does not decode ({reason})") from None
 

@@ -6,9 +6,9 @@ import tarfile
 import pytest
 
 from data_prep.shards import verify
-from pipeline.data.stream import TrainStream
+from pipeline.data.stream import TrainStream, make_loader
 from pipeline.evaluate.data import ShardEvalSet
-from pipeline.layout.shards import ShardError, build_manifest, split_shards, write_manifest, write_shard
+from pipeline.layout.shards import ShardError, build_manifest, one_line, split_shards, write_manifest, write_shard
 from tests.data.corrupt import change_query_letters, edit_manifest, first_key, flip_image_bytes
 from tests.data.synthetic import write_shards
 
@@ -108,3 +108,14 @@ def test_wrong_sample_counts_are_refused(train):
     assert verify(train) == [f"{train}/train-000000.tar: holds 8 samples, the manifest says 999",
                              f"{train}/manifest.json: splits.train {{'samples': 16, 'shards': 2}} disagrees with "
                              "its shard entries"]
+
+
+def test_error_from_a_loader_worker_is_still_one_line(train):
+    shard = train / "train-000000.tar"
+    key = first_key(shard)
+    flip_image_bytes(shard, key, reseal=True)
+    stream = TrainStream(split_shards(train, "train"), 16, 1, 0, seed=0)
+    with pytest.raises(ShardError) as err:
+        next(iter(make_loader(stream, 1)))  # re-raised by the DataLoader with the worker's traceback in the text
+    assert "Traceback" in str(err.value)
+    assert one_line(err.value) == f"{shard}: sample {key}: the image does not decode (not an image format PIL knows)"
