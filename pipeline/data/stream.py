@@ -11,7 +11,8 @@ WebDataset 1.0.2 reads tars sequentially only; a whole-split permutation needs r
 scanned once at start by the shard reader (pipeline/data/reader.py: every byte hashed and checked against the
 manifest's sha256 with `data.verify_checksums`, sample counts always checked) and images are read by offset.
 A sample that does not decode stops training with one line naming shard and key; with `data.skip_bad_samples`
-it is replaced by the next good sample of the epoch's order (deterministic, so resuming stays exact) and counted.
+it is replaced by the next readable sample in shard order (deterministic, so resuming stays exact) and counted
+each time it comes up.
 """
 
 from __future__ import annotations

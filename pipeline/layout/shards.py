@@ -163,7 +163,9 @@ def check_name(name: object, split: object, shard_dir: Path, where: str) -> Path
     of `split` inside `shard_dir`."""
     if not isinstance(name, str) or not isinstance(split, str):
         raise ManifestError(f"{where}: name and split must be strings")
-    if "\0" in name or os.path.isabs(name) or name.startswith("\\"):
+    if "\0" in name:
+        raise ManifestError(f"{where}: shard name {name!r} holds a NUL byte")
+    if os.path.isabs(name) or name.startswith("\\"):
         raise ManifestError(f"{where}: shard name {name!r} is an absolute path; only plain shard names are read")
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", name):
         raise ManifestError(f"{where}: shard name {name!r} has a URL scheme; only plain shard names are read")
