@@ -68,7 +68,11 @@ def cmd_index(cfg: Config) -> int:
     info.update(budget=model.card["budget"], eval_fingerprint=model.card.get("eval_fingerprint"),
                 pages_from=pages.name, pages_fingerprint=pages.fingerprint)
     index = build_index(model.retriever, pages.pages(), info, cfg.serve.batch_size)
-    out = index.save(cfg.serve.index_dir)
+    try:
+        out = index.save(cfg.serve.index_dir)
+    except ValueError as e:
+        log.error("%s", e)
+        return 1
     log.info("indexed %d pages (%d vectors, %d bytes) from %s at %s (v%s) -> %s", len(index.keys),
              index.vectors.shape[0], index.vectors.numel() * 2, shards, uri, info["version"], out)
     return 0

@@ -22,6 +22,7 @@ from pipeline.model.vectors import MultiVector
 
 log = logging.getLogger(__name__)
 STORE_DTYPE = torch.float16
+FILES = ("index.safetensors", "index.json")
 
 
 def pad(items: list[torch.Tensor]) -> MultiVector:
@@ -47,17 +48,22 @@ class Index:
 
     def save(self, directory: str | Path) -> Path:
         """Write both files into a temporary sibling directory renamed over `directory` whole: a reader finds the
-        complete old index or the complete new one, never the tensors of one and the keys of the other."""
-        with atomic_directory(directory) as tmp:
-            save_file({"vectors": self.vectors.contiguous(), "offsets": self.offsets}, str(tmp / "index.safetensors"))
-            (tmp / "index.json").write_text(json.dumps({**self.info, "keys": self.keys}))
-        return Path(directory)
+        complete old index or the complete new one, never the tensors of one and the keys of the other. A directory
+        holding anything but an index is refused, never replaced."""
+        out = Path(directory)
+        if out.exists() and (not out.is_dir() or any(p.name not in FILES for p in out.iterdir())):
+            raise ValueError(f"{out}: not an index directory (holds other files); give serve.index_dir a new or "
+                             "index-only directory")
+        with atomic_directory(out) as tmp:
+            save_file({"vectors": self.vectors.contiguous(), "offsets": self.offsets}, str(tmp / FILES[0]))
+            (tmp / FILES[1]).write_text(json.dumps({**self.info, "keys": self.keys}))
+        return out
 
     @staticmethod
     def load(directory: str | Path) -> "Index":
         d = Path(directory)
-        tensors = load_file(str(d / "index.safetensors"))
-        info = json.loads((d / "index.json").read_text())
+        tensors = load_file(str(d / FILES[0]))
+        info = json.loads((d / FILES[1]).read_text())
         keys = info.pop("keys")
         return Index(tensors["vectors"], tensors["offsets"], keys, info)
 

@@ -66,3 +66,11 @@ def test_serve_index_is_written_whole(tmp_path, monkeypatch):
     new.save(tmp_path / "index")
     assert Index.load(tmp_path / "index").keys == ["c"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+
+
+def test_serve_index_never_replaces_a_directory_holding_other_files(tmp_path):
+    index = Index(torch.ones(1, 4, dtype=torch.float16), torch.tensor([0, 1]), ["a"], {})
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=rf"^{tmp_path}: not an index directory \(holds other files\)"):
+        index.save(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
