@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,44 +19,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pipeline.procs import free_port, stop_process_group
+
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 _PORTS = ("port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port", "metrics-export-port",
           "runtime-env-agent-port")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _group_gone(pgid: int, timeout: float) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-    """Stop a process started with start_new_session=True: `sig` to it (SIGKILL: to its whole group), then
-    wait until the group it created is empty (SIGKILL to that group as a last resort)."""
-    try:
-        if sig == signal.SIGKILL:
-            os.killpg(proc.pid, sig)
-        else:
-            proc.send_signal(sig)  # `ray start --block` drains and stops its children on SIGTERM
-        proc.wait(timeout=timeout)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    if not _group_gone(proc.pid, 15):
-        os.killpg(proc.pid, signal.SIGKILL)
-        _group_gone(proc.pid, 10)
-    proc.wait(timeout=10)
 
 
 def _env() -> dict[str, str]:

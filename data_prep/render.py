@@ -184,8 +184,10 @@ def render(cfg: RenderConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = pages.render_settings(cfg)
     items, qfile = sources.discover(cfg.input, cfg.queries)
+    items, bad_names = sources.reject_unencodable(items)
     connect(cfg)
     docs, rejects = probe_all(items, cfg)
+    rejects += bad_names
     queries, unmatched = sources.attach_queries(docs, sources.load_queries(qfile))
     fp = sources.fingerprint(docs, rejects, queries)
     plans = shards.plan_shards(docs, queries, settings)

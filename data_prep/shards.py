@@ -1,25 +1,21 @@
-"""Shard layout of the render job: split by document, page -> shard plan, atomic byte-identical tars, manifest, rejects.
+"""The render job's shard plan: split by document, page -> shard plan, rejects, keeping shards of an earlier run.
 
-Everything here is deterministic: the same documents and settings give the same plan, the same tar
-bytes (fixed member order, mtime 0, uid/gid 0, no user names) and the same manifest, so a re-run can
-keep every shard whose checksum still matches.
+The shard format itself (names, tar layout, manifest, verification) is owned by pipeline/layout/shards.py; this
+module plans and writes through it. Everything here is deterministic: the same documents and settings give the
+same plan, the same tar bytes and the same manifest, so a re-run can keep every shard whose checksum still matches.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.sources import Doc, Reject, file_sha256
-
-MANIFEST = "manifest.json"
-PARTIAL = "manifest.partial.json"  # shards finished by an interrupted run: read back by the next run
-REJECTS = "rejects.jsonl"
-SPLITS = ("train", "eval")
+from data_prep.sources import Doc, Reject
+from pipeline.layout.files import atomic_write, sha256_file
+from pipeline.layout.shards import (MANIFEST, PARTIAL, REJECTS, SPLITS, ManifestError, build_manifest,  # noqa: F401
+                                    json_bytes, sample_key, shard_name, verify_dir, write_shard)
 
 
 @dataclass
@@ -28,10 +24,6 @@ class ShardPlan:
     split: str
     jobs: list[dict] = field(default_factory=list)  # page jobs (see data_prep.pages), in sample order
     plan: str = ""  # sha256 of the settings and the jobs: a kept shard must match it
-
-
-def sample_key(doc_id: str, page: int) -> str:
-    return f"{doc_id}-p{page:05d}"
 
 
 def assign_splits(doc_ids: list[str], eval_fraction: float, seed: int) -> dict[str, str]:
@@ -92,7 +84,7 @@ def plan_shards(docs: list[Doc], queries: dict[tuple[str, int], list[str]], sett
         ]
         size = settings["shard_size"]
         for i in range(0, len(jobs), size):
-            plans.append(ShardPlan(f"{split}-{i // size:06d}.tar", split, jobs[i : i + size]))
+            plans.append(ShardPlan(shard_name(split, i // size), split, jobs[i : i + size]))
     for sp in plans:
         # `path` is where this machine reads a file, not part of the content: leave it out of the key.
         content = [{k: v for k, v in j.items() if k != "path"} for j in sp.jobs]
@@ -100,48 +92,11 @@ def plan_shards(docs: list[Doc], queries: dict[tuple[str, int], list[str]], sett
     return plans
 
 
-def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, 0, 0o644, 0, 0, "", ""
-    return ti
-
-
-def write_shard(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> dict:
-    """Write samples [(key, {ext: bytes})] as a tar at a temporary name, fsync, then rename over `path`.
-
-    Returns {"bytes", "sha256"} of the finished file.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as raw:
-        with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for key, members in samples:
-                for ext in sorted(members):
-                    data = members[ext]
-                    tar.addfile(_tarinfo(f"{key}.{ext}", len(data)), fileobj=_Reader(data))
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp, path)
-    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
-
-
-class _Reader:
-    """A minimal file object over bytes for tarfile.addfile (avoids copying into BytesIO)."""
-
-    def __init__(self, data: bytes):
-        self._view, self._pos = memoryview(data), 0
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self._view) if n < 0 else self._pos + n
-        chunk = self._view[self._pos : end].tobytes()
-        self._pos += len(chunk)
-        return chunk
-
-
 def shard_still_good(path: Path, entry: dict | None, plan: str) -> bool:
     """A shard from an earlier run is kept when it was made from the same plan and its bytes verify."""
     if entry is None or entry.get("plan") != plan or not path.is_file():
         return False
-    return path.stat().st_size == entry["bytes"] and file_sha256(path) == entry["sha256"]
+    return path.stat().st_size == entry["bytes"] and sha256_file(path) == entry["sha256"]
 
 
 def known_entries(out_dir: Path) -> dict[str, dict]:
@@ -162,25 +117,12 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     """Atomically write `data` unless the file already holds exactly it (a no-op run writes nothing)."""
     if path.is_file() and path.read_bytes() == data:
         return False
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, data)
     return True
-
-
-def json_bytes(obj) -> bytes:
-    return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
 def save_partial(out_dir: Path, entries: list[dict]) -> None:
     write_if_changed(out_dir / PARTIAL, json_bytes({"shards": entries}))
-
-
-def build_manifest(settings: dict, fp: str, entries: list[dict], extra: dict) -> dict:
-    """manifest.json as in docs/interfaces.md, plus `extra` (documents, pages, rejects, queries)."""
-    splits = {s: {"samples": sum(e["samples"] for e in entries if e["split"] == s),
-                  "shards": sum(1 for e in entries if e["split"] == s)} for s in SPLITS}
-    return {"version": 1, "settings": settings, "input_fingerprint": fp, "shards": entries, "splits": splits, **extra}
 
 
 def rejects_bytes(rejects: list[Reject]) -> bytes:
@@ -201,17 +143,12 @@ def remove_stale(out_dir: Path, keep: set[str]) -> list[str]:
 
 
 def verify(out_dir: str | Path) -> list[str]:
-    """Check every shard of a manifest (size and sha256); returns the problems found (empty: all good)."""
-    out = Path(out_dir)
-    manifest = json.loads((out / MANIFEST).read_text())
-    problems = []
-    for e in manifest["shards"]:
-        p = out / e["name"]
-        if not p.is_file():
-            problems.append(f"{e['name']}: missing")
-        elif p.stat().st_size != e["bytes"] or file_sha256(p) != e["sha256"]:
-            problems.append(f"{e['name']}: checksum mismatch")
-    return problems
+    """Check a shard directory against its manifest (names, sizes, sha256, sample counts, split totals); returns
+    the problems found, one line each (empty: all good)."""
+    try:
+        return verify_dir(out_dir)[1]
+    except ManifestError as e:
+        return [str(e)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,10 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.shards", description=main.__doc__.splitlines()[0])
     parser.add_argument("shard_dir", help="a directory holding manifest.json")
     shard_dir = parser.parse_args(argv).shard_dir
-    problems = verify(shard_dir)
+    try:
+        manifest, problems = verify_dir(shard_dir)
+    except ManifestError as e:
+        sys.stderr.write(f"{e}\n")
+        return 1
     for p in problems:
         sys.stderr.write(p + "\n")
-    manifest = json.loads((Path(shard_dir) / MANIFEST).read_text())
     sys.stdout.write(f"{len(manifest['shards'])} shards, {manifest['splits']}: {'FAILED' if problems else 'ok'}\n")
     return 1 if problems else 0
 

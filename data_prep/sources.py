@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,24 @@ class Reject:
 
 def doc_id_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+def escape_name(name: str) -> str:
+    """A file name as valid UTF-8 text: bytes that are not UTF-8 (kept by Python as surrogates) as \\xNN."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def reject_unencodable(items: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[Reject]]:
+    """(items whose names are valid UTF-8, rejects for the others with the name escaped): a name that cannot be
+    written into a JSON record or the manifest must not stop the job."""
+    ok, bad = [], []
+    for source, path in items:
+        try:
+            source.encode("utf-8")
+            ok.append((source, path))
+        except UnicodeEncodeError:
+            bad.append(Reject(escape_name(source), "file name is not valid UTF-8"))
+    return ok, bad
 
 
 def discover(input_path: str, queries_path: str | None) -> tuple[list[tuple[str, str]], Path | None]:
@@ -260,14 +279,6 @@ def read_row_group_images(path: str, row_group: int) -> list[bytes | None]:
     pf = pq.ParquetFile(path)
     col = _image_column(pf.schema_arrow)
     return [_image_bytes(v) for v in pf.read_row_group(row_group, columns=[col]).column(col).to_pylist()]
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fingerprint(docs: list[Doc], rejects: list[Reject], queries: dict) -> str:

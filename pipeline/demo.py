@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline.cli import Command, parse_cli
 from pipeline.config import Config, save_config
+from pipeline.layout.run import StagePaths, read_card
 
 PY = sys.executable
 BIN = Path(PY).parent
@@ -53,7 +54,7 @@ def render_on_ray(cfg: Config, conf: list[str]) -> None:
 
 def serve_http(cfg: Config, conf: list[str], alias: str, query: str) -> None:
     """Start the HTTP server for the alias, ask it for one query's vectors, stop it by PID."""
-    from data_prep.ray_head import free_port, stop_process_group
+    from pipeline.procs import free_port, stop_process_group
 
     port = free_port()
     cmd = [PY, "-m", "pipeline.serve", "http", *conf, "--alias", alias, "--port", str(port)]
@@ -85,7 +86,7 @@ def learned(cfg: Config) -> None:
     """One line: the full budget's nDCG@5 on the held-out pages against a random ranking's."""
     from pipeline.evaluate.metrics import chance_ndcg_at_5
 
-    res = json.loads((Path(cfg.train.output_dir) / "eval" / "results.json").read_text())
+    res = json.loads(StagePaths.from_config(cfg).results.read_text())
     full, chance = res["rows"][0], chance_ndcg_at_5(res["pages"])
     print(f"\nlearned: full budget ({full['budget']}) nDCG@5 {full['ndcg_at_5']:.3f} on {res['pages']} held-out pages "
           f"= {full['ndcg_at_5'] / chance:.1f}x chance ({chance:.3f} for a random ranking)", flush=True)
@@ -94,10 +95,11 @@ def learned(cfg: Config) -> None:
 def summary(cfg: Config, conf: list[str], out: Path) -> None:
     banner("summary")
     sh([PY, "-m", "pipeline.promote", *conf, "--list"])
-    run = json.loads((Path(cfg.train.output_dir) / "run.json").read_text())
-    print(f"\nevery budget:  {Path(cfg.train.output_dir) / 'eval' / 'results.md'}")
-    print(f"Pareto plot:   {Path(cfg.train.output_dir) / 'eval' / 'pareto.png'}")
-    print(f"variants:      {Path(cfg.train.output_dir) / 'variants'}")
+    paths = StagePaths.from_config(cfg)
+    run = paths.run.read_run_json()
+    print(f"\nevery budget:  {paths.eval_dir / 'results.md'}")
+    print(f"Pareto plot:   {paths.eval_dir / 'pareto.png'}")
+    print(f"variants:      {paths.variants}")
     print(f"MLflow run:    {run['mlflow_run_id']} in {cfg.tracking.tracking_uri}")
     print(f"MLflow UI:     {BIN / 'mlflow'} ui --backend-store-uri {cfg.tracking.tracking_uri} --host 127.0.0.1")
     print(f"everything:    {out}")
@@ -127,8 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     banner("5/7 export the budget variants and register them in MLflow")
     sh([PY, "-m", "pipeline.export", *conf])
     banner("6/7 promotion through the quality gate")
-    variants = Path(cfg.export.output_dir or Path(cfg.train.output_dir) / "variants")
-    cards = {name: json.loads((variants / name / "card.json").read_text()) for name in cfg.export.budgets}
+    variants = StagePaths.from_config(cfg).variants
+    cards = {name: read_card(variants / name) for name in cfg.export.budgets}
     for alias, card in cards.items():  # each alias to its own variant: the first holder passes the gate
         sh([PY, "-m", "pipeline.promote", *conf, "--alias", alias, "--version", str(card["registered"]["version"])],
            check=False)

@@ -82,9 +82,11 @@ def test_a_good_override_still_loads():
 
 def test_experiment_recipes_are_checked_as_run_configs():
     with pytest.raises(ConfigError) as err:
-        load_config(None, ["experiment.recipes={a: [loss.budgets=x]}", "experiment.last_head_recipes=[]"],
-                    root=ExperimentRunConfig)
+        load_config(None, ["experiment.recipes={a: [loss.budgets=x]}", "experiment.last_head_recipes=[]",
+                           "experiment.default_recipe=a", "experiment.baseline=a"], root=ExperimentRunConfig)
     assert str(err.value) == "experiment.recipes.a: loss.budgets: 'x' is not one of 'grid', '2d', 'full', 'diagonal', 'only'"
+    with pytest.raises(ConfigError, match=r"experiment.default_recipe: \['b'\] are not recipes \(truncation, "):
+        load_config(None, ["experiment.default_recipe=b"], root=ExperimentRunConfig)
     with pytest.raises(ConfigError, match="unknown config key 'experiment'"):
         load_config(None, ["experiment.parallel=1"])  # the pipeline's own tree has no experiment section
 

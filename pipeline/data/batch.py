@@ -28,12 +28,13 @@ class Batch:
     keys: list[str]  # [B] sample keys `{doc_id}-p{page:05d}`
     queries: Any
     pages: Any
+    bad_samples: int = 0  # unreadable samples replaced by the stream in this batch (data.skip_bad_samples)
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def to(self, device) -> "Batch":
-        return Batch(self.step, self.keys, self.queries.to(device), self.pages.to(device))
+        return Batch(self.step, self.keys, self.queries.to(device), self.pages.to(device), self.bad_samples)
 
 
 class Collate:
@@ -43,4 +44,5 @@ class Collate:
         self.processor = processor
 
     def __call__(self, raw: RawBatch) -> Batch:
-        return Batch(raw.step, raw.keys, self.processor.queries(raw.queries), self.processor.pages(raw.images))
+        return Batch(raw.step, raw.keys, self.processor.queries(raw.queries), self.processor.pages(raw.images),
+                     raw.bad_samples)

@@ -23,8 +23,12 @@ class DataConfig(Section):
     """DataLoader worker processes per rank."""
     seed: int = 0
     """Seed of the sample order (a pure function of seed, epoch and world size)."""
-    verify_checksums: bool = False
-    """Check every shard's sha256 against the manifest at start (sizes are always checked)."""
+    verify_checksums: bool = True
+    """Read every shard once at start and check its sha256 against the manifest (sizes and sample counts are
+    always checked; false reads only tar headers and JSON records at start)."""
+    skip_bad_samples: bool = False
+    """Skip a sample that cannot be read (no image, a JSON record or image that does not parse) and count it
+    (MLflow metric bad_samples) instead of stopping with one line naming its shard and key."""
 
     def check(self) -> None:
         if not self.split:

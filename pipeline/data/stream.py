@@ -8,15 +8,18 @@ fingerprint) and a resumed run reads exactly the batches an uninterrupted run wo
 do not even depend on the world size, only their split across ranks does.
 
 WebDataset 1.0.2 reads tars sequentially only; a whole-split permutation needs random access, so the shards are
-indexed once (tar headers and the small JSON members) and images are read by offset.
+scanned once at start by the shard reader (pipeline/data/reader.py: every byte hashed and checked against the
+manifest's sha256 with `data.verify_checksums`, sample counts always checked) and images are read by offset.
+A sample that does not decode stops training with one line naming shard and key; with `data.skip_bad_samples`
+it is replaced by the next readable sample in shard order (deterministic, so resuming stays exact) and counted
+each time it comes up.
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
 import json
 import logging
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -25,11 +28,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.data.manifest import ShardInfo, fingerprint
+from pipeline.data.reader import decode_image, queries_of, read_member, scan_shard
+from pipeline.layout.shards import ShardError, ShardInfo
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 
 
 @dataclass(frozen=True)
@@ -51,36 +53,37 @@ class RawBatch:
     keys: list[str]
     images: list[Image.Image]
     queries: list[str]
+    bad_samples: int = 0  # unreadable samples replaced in this batch (data.skip_bad_samples)
 
 
-def index_shards(shards: list[ShardInfo]) -> list[SampleRef]:
-    """Index every sample of `shards` that has at least one query (pages without queries cannot be trained on)."""
+def index_shards(shards: list[ShardInfo], verify: bool = True, skip_bad: bool = False
+                 ) -> tuple[list[SampleRef], int]:
+    """(refs, bad): every sample of `shards` that has at least one query (pages without queries cannot be trained
+    on), after the reader checked each shard against the manifest; `bad` counts samples skipped as unreadable
+    (only with `skip_bad`; otherwise the first one raises ShardError naming shard and key)."""
     refs: list[SampleRef] = []
+    bad: list[ShardError] = []
     dropped = 0
     for si, shard in enumerate(shards):
-        members: dict[str, dict[str, tarfile.TarInfo]] = {}
-        order: list[str] = []
-        with tarfile.open(shard.path, "r:") as tar:
-            for m in tar:
-                if not m.isfile():
-                    continue
-                key, _, ext = m.name.partition(".")
-                if key not in members:
-                    members[key] = {}
-                    order.append(key)
-                members[key][ext.lower()] = m
-            for key in order:
-                found = members[key]
-                image = next((found[e] for e in IMAGE_EXTS if e in found), None)
-                meta = json.loads(tar.extractfile(found["json"]).read()) if "json" in found else {}
-                queries = tuple(q for q in meta.get("queries", []) if q)
-                if image is None or not queries:
-                    dropped += 1
-                    continue
-                refs.append(SampleRef(key, si, image.offset_data, image.size, queries))
+        for s in scan_shard(shard, verify=verify, on_bad=bad.append if skip_bad else None):
+            queries = tuple(queries_of(s.meta))
+            if not queries:
+                dropped += 1
+                continue
+            refs.append(SampleRef(s.key, si, s.offset, s.size, queries))
     if dropped:
-        log.warning("%d samples without an image or a query are left out of the stream", dropped)
-    return refs
+        log.warning("%d samples without a query are left out of the stream", dropped)
+    for e in bad[:5]:
+        log.warning("skipped bad sample: %s", e)
+    if bad:
+        log.warning("%d bad samples skipped (data.skip_bad_samples)", len(bad))
+    return refs, len(bad)
+
+
+def fingerprint(shards: list[ShardInfo]) -> str:
+    """A short id of the shard list (names, counts, sizes, checksums): a resumed run must read the same data."""
+    text = json.dumps([[s.name, s.samples, s.bytes, s.sha256] for s in shards])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -124,10 +127,16 @@ class TrainStream(torch.utils.data.IterableDataset):
         seed: int,
         transform: Callable[[RawBatch], object] | None = None,
         refs: list[SampleRef] | None = None,
+        verify: bool = True,
+        skip_bad: bool = False,
     ):
         self.paths = [s.path for s in shards]
         self.fingerprint = fingerprint(shards)
-        self.refs = refs if refs is not None else index_shards(shards)
+        self.skip_bad = skip_bad
+        self.bad_at_index = 0  # samples skipped while indexing (skip_bad only)
+        if refs is None:
+            refs, self.bad_at_index = index_shards(shards, verify=verify, skip_bad=skip_bad)
+        self.refs = refs
         self.global_batch, self.world_size, self.rank, self.seed = global_batch, world_size, rank, seed
         self.transform = transform
         self.start_step = 0
@@ -151,15 +160,28 @@ class TrainStream(torch.utils.data.IterableDataset):
         f = self._files.get(ref.shard)
         if f is None:
             f = self._files[ref.shard] = open(self.paths[ref.shard], "rb")
-        f.seek(ref.offset)
-        return Image.open(io.BytesIO(f.read(ref.size))).convert("RGB")
+        return decode_image(read_member(f, ref), self.paths[ref.shard], ref.key)
+
+    def _read_or_next(self, i: int) -> tuple[SampleRef, Image.Image, int]:
+        """(ref, image, bad): sample i, or with skip_bad the first readable sample after it (wrapping around)."""
+        for bad in range(len(self.refs)):
+            ref = self.refs[(i + bad) % len(self.refs)]
+            try:
+                return ref, self._read(ref), bad
+            except ShardError as e:
+                if not self.skip_bad:
+                    raise
+                log.warning("skipped bad sample: %s", e)
+        raise ShardError(f"{self.paths[0].parent}: no sample of the split decodes")
 
     def raw_batch(self, step: int) -> RawBatch:
         """This rank's local batch of global step `step`."""
         idx = local_indices(step, len(self.refs), self.global_batch, self.world_size, self.rank, self.seed)
-        refs = [self.refs[i] for i in idx]
+        read = [self._read_or_next(i) for i in idx]
+        refs = [r for r, _, _ in read]
         queries = [pick_query(r, i, self.seed, step, self.batches_per_epoch) for r, i in zip(refs, idx)]
-        return RawBatch(step, [r.key for r in refs], [self._read(r) for r in refs], queries)
+        return RawBatch(step, [r.key for r in refs], [img for _, img, _ in read], queries,
+                        sum(bad for _, _, bad in read))
 
     def __iter__(self) -> Iterator[object]:
         info = torch.utils.data.get_worker_info()

@@ -23,13 +23,6 @@ CLI = Command(
 )
 
 
-def eval_paths(cfg: Config) -> tuple[Path, Path]:
-    """(model dir, output dir) with their defaults under train.output_dir."""
-    model = Path(cfg.eval.model or Path(cfg.train.output_dir) / "final")
-    out = Path(cfg.eval.output_dir or Path(cfg.train.output_dir) / "eval")
-    return model, out
-
-
 def budgets_for(cfg: Config, retriever) -> list:
     """The grid: the model's exits x configured widths (up to its width) x configured pools."""
     from pipeline.model.budgets import budget_grid
@@ -43,17 +36,19 @@ def run(cfg: Config) -> dict:
     from pipeline.evaluate.data import open_eval_set
     from pipeline.evaluate.grid import evaluate_budgets
     from pipeline.evaluate.report import write_report
-    from pipeline.evaluate.runinfo import log_to_run, model_stamp, read_run_json
+    from pipeline.evaluate.runinfo import log_to_run, model_stamp
+    from pipeline.layout.run import StagePaths
     from pipeline.model.retriever import Retriever
 
-    model_dir, out_dir = eval_paths(cfg)
-    eval_set = open_eval_set(cfg.eval.shards or cfg.data.shards, cfg.eval.split, cfg.eval.parquet, cfg.eval.max_pages)
+    paths = StagePaths.from_config(cfg)
+    model_dir, out_dir = paths.eval_model, paths.eval_dir
+    eval_set = open_eval_set(paths.eval_shards, cfg.eval.split, cfg.eval.parquet, cfg.eval.max_pages)
     retriever = Retriever.from_pretrained(model_dir, _model_cfg(cfg, model_dir))
     e = cfg.eval
     results = evaluate_budgets(retriever, eval_set, budgets_for(cfg, retriever), e.batch_size, e.run_depth,
                                e.index_dtype, e.timing_pages, e.progress)
     results.update(model=str(model_dir.resolve()), model_stamp=model_stamp(model_dir))
-    run_info = read_run_json(cfg.train.output_dir)
+    run_info = paths.run.read_run_json()
     results["source_run"] = run_info["mlflow_run_id"] if run_info else None
     files = write_report(results, out_dir)
     log.info("report: %s", ", ".join(str(f) for f in files))
@@ -71,9 +66,15 @@ def _model_cfg(cfg: Config, model_dir: Path):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.layout.shards import ManifestError, ShardError, one_line
+
     cfg = parse_cli(CLI, argv)
     setup_logging()
-    results = run(cfg)
+    try:
+        results = run(cfg)
+    except (ManifestError, ShardError) as e:  # an eval set that is not what its manifest says: no numbers
+        log.error("%s", one_line(e))
+        return 1
     best = max(results["rows"], key=lambda r: r["ndcg_at_5"])
     log.info("%d budgets on %d pages / %d queries; best nDCG@5 %.4f at %s", len(results["rows"]), results["pages"],
              results["queries"], best["ndcg_at_5"], best["budget"])

@@ -1,13 +1,14 @@
-"""Evaluation sets: the eval split of a shard directory (WebDataset, via its manifest) or a page-image Parquet set.
+"""Evaluation sets: the eval split of a shard directory (through the one shard reader) or a page-image Parquet set.
 
 Both yield pages as (key, PIL image, queries); every query of a page is relevant to that page only (grade 1).
-Each set has a fingerprint: the same fingerprint means the same pages and queries, so scores are comparable.
+Each set has a fingerprint computed from the bytes actually read: the same fingerprint means the same pages and
+queries, so scores are comparable. Eval shards are always verified (sha256, size, sample count against the
+manifest) before a page of them is used; a corrupt one stops the evaluation with one line naming it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from dataclasses import dataclass
@@ -16,11 +17,10 @@ from typing import Iterator
 
 from PIL import Image
 
-from pipeline.data.manifest import fingerprint as shard_fingerprint
-from pipeline.data.manifest import split_shards
+from pipeline.data.reader import decode_image, queries_of, read_shard
+from pipeline.layout.shards import ShardInfo, split_shards, verify_walk, walk_tar
 
 log = logging.getLogger(__name__)
-IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
 
 
 @dataclass(frozen=True)
@@ -33,27 +33,34 @@ class EvalPage:
 
 
 class ShardEvalSet:
-    """The `split` shards of a render-job output directory, read with webdataset in manifest order."""
+    """The `split` shards of a render-job output directory, verified, read in manifest order."""
 
     def __init__(self, shard_dir: str | Path, split: str = "eval", max_pages: int | None = None):
         self.shards = split_shards(shard_dir, split)
         self.max_pages = max_pages
         self.name = f"{Path(shard_dir).resolve()}:{split}"
-        self.fingerprint = _with_limit(shard_fingerprint(self.shards), max_pages)
+        self.fingerprint = _with_limit(verified_fingerprint(self.shards), max_pages)
         self.num_pages = min(sum(s.samples for s in self.shards), max_pages or 1 << 62)
 
     def pages(self) -> Iterator[EvalPage]:
-        import webdataset as wds
+        i = 0
+        for shard in self.shards:
+            for sample in read_shard(shard):  # the bytes read are checked again against the same sha256
+                if self.max_pages is not None and i >= self.max_pages:
+                    return
+                yield EvalPage(sample.key, decode_image(sample.image, shard.path, sample.key), queries_of(sample.meta))
+                i += 1
 
-        urls = [str(s.path) for s in self.shards]
-        every_rank_reads_all = lambda urls: urls  # noqa: E731  (the learning curve reads on every rank)
-        dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=every_rank_reads_all)
-        for i, sample in enumerate(dataset):
-            if self.max_pages is not None and i >= self.max_pages:
-                return
-            meta = json.loads(sample["json"])
-            data = next(sample[k] for k in IMAGE_KEYS if k in sample)
-            yield EvalPage(sample["__key__"], _decode(data), list(meta.get("queries") or []))
+
+def verified_fingerprint(shards: list[ShardInfo]) -> str:
+    """A short id of the shards' verified content: each shard's bytes are hashed and counted here and must match
+    the manifest (ShardError naming the shard otherwise); the id is computed from those hashes."""
+    parts = []
+    for s in shards:
+        samples, sha, size = walk_tar(s.path, keep=(), name=str(s.path))
+        verify_walk(s, sha, size, len(samples))
+        parts.append([s.name, len(samples), size, sha])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 class ParquetEvalSet:
@@ -64,18 +71,16 @@ class ParquetEvalSet:
         self.path = Path(path)
         self.max_pages = max_pages
         self.name = str(self.path.resolve())
-        h = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        self.fingerprint = _with_limit(h.hexdigest()[:16], max_pages)
-        self._rows = self._read()
+        data = self.path.read_bytes()  # hashed and parsed from the same bytes
+        self.fingerprint = _with_limit(hashlib.sha256(data).hexdigest()[:16], max_pages)
+        self._rows = self._read(data)
         self.num_pages = len(self._rows)
 
-    def _read(self) -> list[tuple[str, bytes, list[str]]]:
+    def _read(self, data: bytes) -> list[tuple[str, bytes, list[str]]]:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(self.path)
+        table = pq.read_table(pa.BufferReader(data))
         names = table.schema.names
         img_col = "image" if "image" in names else next(
             (n for n in names if _image_bytes(table.column(n)[0].as_py()) is not None), None) if len(table) else None
@@ -99,18 +104,13 @@ class ParquetEvalSet:
 
     def pages(self) -> Iterator[EvalPage]:
         for key, data, queries in self._rows:
-            yield EvalPage(key, _decode(data), queries)
+            yield EvalPage(key, decode_image(data, self.path, key), queries)
 
 
 def _image_bytes(cell) -> bytes | None:
     if isinstance(cell, dict):
         cell = cell.get("bytes")
     return cell if isinstance(cell, (bytes, bytearray)) and cell else None
-
-
-def _decode(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as img:
-        return img.convert("RGB")
 
 
 def _with_limit(fp: str, max_pages: int | None) -> str:

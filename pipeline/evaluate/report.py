@@ -7,6 +7,9 @@ import csv
 import json
 from pathlib import Path
 
+from pipeline.layout.files import atomic_write
+from pipeline.layout.run import RESULTS
+
 COLUMNS = ["budget", "layers", "dim", "pool", "ndcg_at_5", "ndcg_at_10", "recall_at_1", "recall_at_5",
            "recall_at_10", "mrr_at_10", "vectors_per_page", "bytes_per_page", "encode_ms_per_page",
            "encode_ms_per_query"]
@@ -85,6 +88,6 @@ def write_report(results: dict, out_dir: str | Path) -> list[Path]:
     """results.json, results.md, results.csv and pareto.png in `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    atomic_write(out / RESULTS, json.dumps(results, indent=2))
     md, csv_path = write_tables(results, out)
-    return [out / "results.json", md, csv_path, pareto_plot(results, out / "pareto.png")]
+    return [out / RESULTS, md, csv_path, pareto_plot(results, out / "pareto.png")]

@@ -1,5 +1,5 @@
-"""Where an evaluation comes from and goes to: the training run (run.json), a stamp of the model files evaluated,
-and logging the grid's metrics and report files to that run in MLflow."""
+"""Where an evaluation comes from and goes to: a stamp of the model files evaluated, and logging the grid's metrics
+and report files to the training run (its run.json, read through pipeline.layout.run) in MLflow."""
 
 from __future__ import annotations
 
@@ -9,12 +9,6 @@ import logging
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-
-
-def read_run_json(train_output_dir: str | Path) -> dict | None:
-    """<train.output_dir>/run.json ({"mlflow_run_id", "tracking_uri", "experiment", "steps"}) or None."""
-    path = Path(train_output_dir) / "run.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def model_stamp(model_dir: str | Path) -> str:

@@ -10,7 +10,6 @@ budgets it lacks are evaluated here on the configured eval set first.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path
@@ -29,59 +28,41 @@ CLI = Command(
 )
 
 
-def _results(cfg: Config, full, model_dir: Path, budgets: list) -> dict:
-    """Eval results covering `budgets` for this very model: the saved ones, else a fresh evaluation."""
-    from pipeline.evaluate.__main__ import eval_paths
-    from pipeline.evaluate.runinfo import model_stamp
-    from pipeline.export.variants import row_for
-
-    path = Path(cfg.export.results or eval_paths(cfg)[1] / "results.json")
-    saved = json.loads(path.read_text()) if path.is_file() else None
-    if saved and saved.get("model_stamp") == model_stamp(model_dir) and all(row_for(saved, b) for b in budgets):
-        log.info("quality from %s (eval set %s)", path, saved["eval_fingerprint"])
-        return saved
-    log.info("no current evaluation of %s at %s: evaluating them now", model_dir, ", ".join(map(str, budgets)))
-    from pipeline.evaluate.data import open_eval_set
-    from pipeline.evaluate.grid import evaluate_budgets
-
-    e = cfg.eval
-    eval_set = open_eval_set(e.shards or cfg.data.shards, e.split, e.parquet, e.max_pages)
-    return evaluate_budgets(full, eval_set, budgets, e.batch_size, e.run_depth, e.index_dtype, e.timing_pages,
-                            e.progress)
-
-
 def run(cfg: Config) -> list[tuple[str, Path, dict]]:
     """Export (and register) every budget of cfg.export.budgets -> [(name, variant dir, card)]."""
-    from pipeline.evaluate.runinfo import read_run_json
-    from pipeline.export.variants import export_variant, make_card, resolve_budget
+    from pipeline.export.exporter import current_results, export_variants
+    from pipeline.export.variants import resolve_budget
+    from pipeline.layout.run import StagePaths
     from pipeline.model.retriever import Retriever
 
-    model_dir = Path(cfg.export.model or Path(cfg.train.output_dir) / "final")
-    out_root = Path(cfg.export.output_dir or Path(cfg.train.output_dir) / "variants")
+    paths = StagePaths.from_config(cfg)
+    model_dir = paths.export_model
     mcfg = dataclasses.replace(cfg.model, name_or_path=str(model_dir), lora=dataclasses.replace(cfg.model.lora, r=0))
     full = Retriever.from_pretrained(model_dir, mcfg).eval()
     budgets = {name: resolve_budget(spec, full.exits) for name, spec in cfg.export.budgets.items()}
-    results = _results(cfg, full, model_dir, sorted(set(budgets.values()), reverse=True))
-    run_info = read_run_json(cfg.train.output_dir)
+    results = current_results(paths.results, full, model_dir, sorted(set(budgets.values()), reverse=True), cfg.eval,
+                              paths.eval_shards)
+    run_info = paths.run.read_run_json()
     source_run = run_info["mlflow_run_id"] if run_info else results.get("source_run")
-    done = []
-    for name, budget in budgets.items():
-        card = make_card(name, budget, results, source_run)
-        done.append((name, export_variant(full, budget, out_root / name, card), card))
+    done = export_variants(full, budgets, results, source_run, paths.variants)
     if cfg.export.register:
-        from pipeline.registry.register import register_variant
+        from pipeline.registry.register import register_variants
 
-        for name, path, card in done:
-            mv = register_variant(path, card, cfg.tracking)
-            card["registered"] = {"name": mv.name, "version": int(mv.version)}
-            (path / "card.json").write_text(json.dumps(card, indent=2))
+        register_variants(done, cfg.tracking)
     return done
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.layout.shards import ManifestError, ShardError, one_line
+
     cfg = parse_cli(CLI, argv)
     setup_logging()
-    for name, path, card in run(cfg):
+    try:
+        done = run(cfg)
+    except (ManifestError, ShardError) as e:  # quality from an eval set that is not what its manifest says
+        log.error("%s", one_line(e))
+        return 1
+    for name, path, card in done:
         reg = card.get("registered")
         log.info("%s %s: %.0f bytes/page, nDCG@5 %.4f -> %s%s", name, card["budget"], card["bytes_per_page"],
                  card["ndcg_at_5"], path, f" (registered v{reg['version']})" if reg else "")

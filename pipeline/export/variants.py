@@ -6,14 +6,13 @@ Loading a variant needs torch, transformers and safetensors only: no DeepSpeed, 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
+from pipeline.layout.run import read_card, write_card
 from pipeline.model.budgets import Budget
 
 log = logging.getLogger(__name__)
-CARD = "card.json"
 
 
 def resolve_budget(spec: list[int], exits: list[int]) -> Budget:
@@ -60,14 +59,10 @@ def export_variant(full, budget: Budget, out_dir: str | Path, card: dict) -> Pat
     out = Path(out_dir)
     variant = full.for_budget(budget)
     variant.save_pretrained(out)
-    (out / CARD).write_text(json.dumps(card, indent=2))
+    write_card(out, card)
     size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
     log.info("variant %s (%s): %.1f MB of weights -> %s", card.get("name"), budget, size / 2**20, out)
     return out
-
-
-def read_card(variant_dir: str | Path) -> dict:
-    return json.loads((Path(variant_dir) / CARD).read_text())
 
 
 def load_variant(variant_dir: str | Path, device: str | None = None):

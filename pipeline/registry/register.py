@@ -75,3 +75,14 @@ def register_variant(variant_dir: str | Path, card: dict, tracking):
                     f"{card['bytes_per_page']:.0f} bytes/page; nDCG@5 {card['ndcg_at_5']:.4f} on {card['eval_set']}")
     log.info("registered %s v%s (%s)", tracking.registered_model, mv.version, card.get("name"))
     return mv
+
+
+def register_variants(done: list[tuple[str, Path, dict]], tracking) -> None:
+    """Register each exported (name, variant dir, card) and record the version on its card (card.json rewritten
+    atomically with `registered`: {"name", "version"})."""
+    from pipeline.layout.run import write_card
+
+    for _, path, card in done:
+        mv = register_variant(path, card, tracking)
+        card["registered"] = {"name": mv.name, "version": int(mv.version)}
+        write_card(path, card)

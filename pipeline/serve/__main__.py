@@ -58,16 +58,21 @@ def load(cfg: Config, uri: str):
 
 def cmd_index(cfg: Config) -> int:
     from pipeline.evaluate.data import ShardEvalSet
+    from pipeline.layout.run import StagePaths
     from pipeline.serve.index import build_index
 
+    shards = StagePaths.from_config(cfg).serve_shards
+    pages = ShardEvalSet(shards, cfg.serve.split)  # verified before the model loads
     uri, info = resolve(cfg)
     model = load(cfg, uri)
-    shards = cfg.serve.shards or cfg.eval.shards or cfg.data.shards
-    pages = ShardEvalSet(shards, cfg.serve.split)
     info.update(budget=model.card["budget"], eval_fingerprint=model.card.get("eval_fingerprint"),
                 pages_from=pages.name, pages_fingerprint=pages.fingerprint)
     index = build_index(model.retriever, pages.pages(), info, cfg.serve.batch_size)
-    out = index.save(cfg.serve.index_dir)
+    try:
+        out = index.save(cfg.serve.index_dir)
+    except ValueError as e:
+        log.error("%s", e)
+        return 1
     log.info("indexed %d pages (%d vectors, %d bytes) from %s at %s (v%s) -> %s", len(index.keys),
              index.vectors.shape[0], index.vectors.numel() * 2, shards, uri, info["version"], out)
     return 0
@@ -110,7 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
 
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
-    return {"index": cmd_index, "search": cmd_search, "http": cmd_http}[ns.verb](cfg)
+    from pipeline.layout.shards import ManifestError, ShardError, one_line
+
+    try:
+        return {"index": cmd_index, "search": cmd_search, "http": cmd_http}[ns.verb](cfg)
+    except (ManifestError, ShardError) as e:  # pages that are not what their manifest says: no index
+        log.error("%s", one_line(e))
+        return 1
 
 
 if __name__ == "__main__":

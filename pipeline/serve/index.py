@@ -16,11 +16,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from pipeline.layout.files import atomic_directory
 from pipeline.model.maxsim import topk_stream
 from pipeline.model.vectors import MultiVector
 
 log = logging.getLogger(__name__)
 STORE_DTYPE = torch.float16
+FILES = ("index.safetensors", "index.json")
 
 
 def pad(items: list[torch.Tensor]) -> MultiVector:
@@ -45,20 +47,23 @@ class Index:
     info: dict
 
     def save(self, directory: str | Path) -> Path:
+        """Write both files into a temporary sibling directory renamed over `directory` whole: a reader finds the
+        complete old index or the complete new one, never the tensors of one and the keys of the other. A directory
+        holding anything but an index is refused, never replaced."""
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "index.safetensors.tmp"
-        save_file({"vectors": self.vectors.contiguous(), "offsets": self.offsets}, str(tmp))
-        (out / "index.json.tmp").write_text(json.dumps({**self.info, "keys": self.keys}))
-        tmp.rename(out / "index.safetensors")  # the tensors, then the keys: a complete index or none
-        (out / "index.json.tmp").rename(out / "index.json")
+        if out.exists() and (not out.is_dir() or any(p.name not in FILES for p in out.iterdir())):
+            raise ValueError(f"{out}: not an index directory (holds other files); give serve.index_dir a new or "
+                             "index-only directory")
+        with atomic_directory(out) as tmp:
+            save_file({"vectors": self.vectors.contiguous(), "offsets": self.offsets}, str(tmp / FILES[0]))
+            (tmp / FILES[1]).write_text(json.dumps({**self.info, "keys": self.keys}))
         return out
 
     @staticmethod
     def load(directory: str | Path) -> "Index":
         d = Path(directory)
-        tensors = load_file(str(d / "index.safetensors"))
-        info = json.loads((d / "index.json").read_text())
+        tensors = load_file(str(d / FILES[0]))
+        info = json.loads((d / FILES[1]).read_text())
         keys = info.pop("keys")
         return Index(tensors["vectors"], tensors["offsets"], keys, info)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipeline.cli import Command, flag, ignored, parse_cli
 from pipeline.config import Config
+from pipeline.layout.shards import MANIFEST
 from pipeline.logs import setup_logging
 
 CLI = Command(
@@ -33,8 +34,8 @@ def launch_problem(cfg: Config, world_size: int) -> str | None:
         return "model.dtype float16: training takes auto, float32 or bfloat16"
     if not Path(cfg.train.deepspeed_config).is_file():
         return f"train.deepspeed_config: no such file {cfg.train.deepspeed_config}"
-    if not (Path(cfg.data.shards) / "manifest.json").is_file():
-        return f"data.shards: no manifest.json in {cfg.data.shards} (run the render job first)"
+    if not (Path(cfg.data.shards) / MANIFEST).is_file():
+        return f"data.shards: no {MANIFEST} in {cfg.data.shards} (run the render job first)"
     return None
 
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     # DeepSpeed 0.19 calls torch.distributed APIs that torch 2.13 marks deprecated, once per collective.
     warnings.filterwarnings("ignore", message=r".*torch\.distributed\..* is deprecated", category=FutureWarning)
+    from pipeline.layout.shards import ManifestError, ShardError, one_line
     from pipeline.train import dist
     from pipeline.train.checkpoint import CheckpointError
     from pipeline.train.loop import train
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         return train(cfg)
     except CheckpointError as e:  # nothing trustworthy to resume from: say so, never restart from step 0
         log.error("%s", e)
+        return 1
+    except (ManifestError, ShardError) as e:  # data that is not what its manifest says: one line naming it
+        fail_active_run()
+        log.error("%s", one_line(e))
         return 1
     except BaseException:
         fail_active_run()  # the MLflow run (if it started) ends FAILED, not FINISHED

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.layout.files import atomic_write
+from pipeline.layout.run import RunPaths
 from pipeline.train import dist
 
 log = logging.getLogger(__name__)
@@ -57,18 +59,8 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write-then-rename, flushed to disk, so a reader sees the old content or the whole new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, data: Any) -> None:
-    _write_text(path, json.dumps(data))
+    atomic_write(path, json.dumps(data))
 
 
 def file_sizes(directory: Path) -> dict[str, int]:
@@ -107,7 +99,7 @@ class Checkpointer:
     """Save and load the run's checkpoints in `<output_dir>/checkpoints`."""
 
     def __init__(self, output_dir: str | Path, keep: int = 2):
-        self.dir = Path(output_dir) / "checkpoints"
+        self.dir = RunPaths(Path(output_dir)).checkpoints
         self.keep = max(1, keep)
 
     def tags(self) -> list[Path]:
@@ -155,7 +147,7 @@ class Checkpointer:
             _write_json(tmp / MARKER, {"step": step, "files": file_sizes(tmp)})  # last: the checkpoint is whole
             shutil.rmtree(self.dir / tag, ignore_errors=True)
             os.replace(tmp, self.dir / tag)
-            _write_text(self.dir / "latest", tag)  # plain text, as DeepSpeed's own `latest` file
+            atomic_write(self.dir / "latest", tag)  # plain text, as DeepSpeed's own `latest` file
             self._prune()
             log.info("checkpoint %s", self.dir / tag)
         dist.barrier()

@@ -20,8 +20,9 @@ from tqdm import tqdm
 
 from pipeline.config import Config
 from pipeline.data.batch import Collate
-from pipeline.data.manifest import split_shards
 from pipeline.data.stream import TrainStream, make_loader
+from pipeline.layout.run import RunPaths
+from pipeline.layout.shards import split_shards
 from pipeline.train import dist
 from pipeline.train.checkpoint import Checkpointer
 from pipeline.train.curve import Curve
@@ -47,6 +48,7 @@ class Run:
     curve: Curve | None = None
     step: int = 0
     skipped: int = 0
+    bad_samples: int = 0  # unreadable samples skipped (data.skip_bad_samples): at indexing, then in batches
     stop: dict = field(default_factory=lambda: {"signal": None})
 
 
@@ -58,11 +60,13 @@ def build_model(cfg: Config) -> torch.nn.Module:
     return Retriever.from_pretrained(cfg.model.name_or_path, cfg.model)
 
 
-def build_stream(cfg: Config, processor: Any) -> TrainStream:
-    """This rank's share of the training stream, with the model's processor as the collate."""
-    shards = split_shards(cfg.data.shards, cfg.data.split, checksums=cfg.data.verify_checksums)
+def build_stream(cfg: Config, processor: Any = None) -> TrainStream:
+    """This rank's share of the training stream (shards verified first), with the model's processor as the
+    collate (set later when the model is not built yet)."""
+    shards = split_shards(cfg.data.shards, cfg.data.split)
     return TrainStream(shards, cfg.data.global_batch, dist.world_size(), dist.rank(), cfg.data.seed,
-                       transform=Collate(processor))
+                       transform=Collate(processor) if processor else None, verify=cfg.data.verify_checksums,
+                       skip_bad=cfg.data.skip_bad_samples)
 
 
 def build_step_context(cfg: Config, engine: Any, retriever: Any) -> StepContext:
@@ -94,17 +98,20 @@ def build_run(cfg: Config) -> Run:
     Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(cfg.train.output_dir, cfg.train.keep_checkpoints)
     resume = checkpointer.find()  # before the model loads: refusing to resume costs seconds, not minutes
+    stream = build_stream(cfg)  # before the model: data that does not verify costs seconds, not minutes
     torch.manual_seed(cfg.train.seed + dist.rank())
     retriever = build_model(cfg)
     curve = Curve(cfg, retriever) if cfg.train.eval_every else None
     engine, ds_config = build_engine(Encoder(retriever), cfg, dist.world_size())
-    stream = build_stream(cfg, retriever.processor)
+    stream.transform = Collate(retriever.processor)
     state = checkpointer.load(engine, resume) if resume is not None else None
     run = Run(cfg, engine, retriever, stream, build_step_context(cfg, engine, retriever), checkpointer,
               Tracker(cfg, ds_config, cfg.train.output_dir, resumed_step=state["step"] if state else 0), curve)
+    run.bad_samples = stream.bad_at_index
     if state is not None:
         stream.load_state_dict(state["stream"])
         run.step, run.skipped = state["step"], state["skipped"]
+        run.bad_samples += state.get("bad_in_batches", 0)
     install_signal_handlers(run.stop)
     return run
 
@@ -113,7 +120,7 @@ def log_step(run: Run, out: StepOutput, lr: float, seconds: float, steps: int) -
     """Reduce this step's losses over ranks (one all-reduce) and log them (rank 0 writes MLflow and metrics.jsonl)."""
     names = ["loss"] + [f"loss/{budget}" for budget in out.per_budget]
     values = dist.mean_over_ranks(torch.stack([out.loss, *out.per_budget.values()]).float()).tolist()
-    metrics = {**dict(zip(names, values)), "lr": lr, "skipped_steps": run.skipped,
+    metrics = {**dict(zip(names, values)), "lr": lr, "skipped_steps": run.skipped, "bad_samples": run.bad_samples,
                "samples_per_s": run.cfg.data.global_batch * steps / max(seconds, 1e-9)}
     norm = run.engine.get_global_grad_norm() if not out.skipped else None
     if norm is not None:
@@ -125,12 +132,13 @@ def record(run: Run, metrics: dict[str, float]) -> None:
     """Metrics of the current step to MLflow and metrics.jsonl (rank 0)."""
     run.tracker.log_metrics(metrics, step=run.step)
     if dist.is_rank0():
-        with open(Path(run.cfg.train.output_dir) / "metrics.jsonl", "a") as f:
+        with open(RunPaths(Path(run.cfg.train.output_dir)).metrics, "a") as f:
             f.write(json.dumps({"step": run.step, **metrics}) + "\n")
 
 
 def save(run: Run) -> None:
-    state = {"stream": run.stream.state_dict(), "skipped": run.skipped}
+    state = {"stream": run.stream.state_dict(), "skipped": run.skipped,
+             "bad_in_batches": run.bad_samples - run.stream.bad_at_index}
     run.checkpointer.save(run.engine, run.step, state)
     run.tracker.write_run_json(run.step)
 
@@ -139,7 +147,7 @@ def export_final(run: Run) -> Path:
     """Consolidate the ZeRO-3 partitions and write `<output_dir>/final` with the Retriever's save_pretrained."""
     import deepspeed
 
-    out = Path(run.cfg.train.output_dir) / "final"
+    out = RunPaths(Path(run.cfg.train.output_dir)).final
     params = list(run.retriever.parameters())
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=hasattr(params[0], "ds_id")):
         if dist.is_rank0():
@@ -160,6 +168,7 @@ def train(cfg: Config) -> int:
         lr = run.engine.get_lr()[0]
         out = train_step(run.ctx, batch.to(device), run.step, stop=run.stop["signal"] is not None)
         run.skipped += int(out.skipped)
+        run.bad_samples += batch.bad_samples
         if out.skipped:
             log.warning("step %d: non-finite loss on some rank, update skipped (%d so far)", run.step, run.skipped)
         since += 1
@@ -183,7 +192,8 @@ def train(cfg: Config) -> int:
             return EXIT_PREEMPTED
     bar.close()
     final = export_final(run)
-    run.tracker.log_metrics({"steps": run.step, "skipped_steps": run.skipped}, step=run.step)
+    run.tracker.log_metrics({"steps": run.step, "skipped_steps": run.skipped, "bad_samples": run.bad_samples},
+                            step=run.step)
     run.tracker.finish(run.step)
     log.info("done: %d steps, %d skipped, weights in %s", run.step, run.skipped, final)
     return 0

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
+
+from pipeline.procs import free_port
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,6 @@ def _slurm_master(environ) -> str:
     return host
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def env_from(environ=None) -> DistEnv:
     """Read ranks from the launcher's variables: torchrun / deepspeed (RANK, LOCAL_RANK, WORLD_SIZE), Slurm srun
     (SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS), Open MPI (OMPI_COMM_WORLD_*), else one process."""
@@ -59,4 +54,4 @@ def env_from(environ=None) -> DistEnv:
     if "OMPI_COMM_WORLD_RANK" in e:
         return DistEnv(int(e["OMPI_COMM_WORLD_RANK"]), int(e.get("OMPI_COMM_WORLD_LOCAL_RANK", 0)),
                        int(e["OMPI_COMM_WORLD_SIZE"]), e.get("MASTER_ADDR", "127.0.0.1"), port or 29500, "mpi")
-    return DistEnv(master_port=port or _free_port())
+    return DistEnv(master_port=port or free_port())

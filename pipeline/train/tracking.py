@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 from pathlib import Path
 
 from pipeline.config import Config, flatten, save_config, to_dict
+from pipeline.layout.run import RunPaths
 from pipeline.tracking_store import ensure_experiment, prepare_uri
 from pipeline.train import dist
 
@@ -57,7 +57,8 @@ class Tracker:
     def __init__(self, cfg: Config, ds_config: dict, output_dir: str | Path, resumed_step: int = 0):
         self.active = dist.is_rank0()
         self.output_dir = Path(output_dir)
-        self.run_json = self.output_dir / "run.json"
+        self.paths = RunPaths(self.output_dir)
+        self.run_json = self.paths.run_json
         self.cfg = cfg
         self.run_id: str | None = None
         if self.active:
@@ -101,8 +102,8 @@ class Tracker:
     def _log_config(self, name: str) -> None:
         import mlflow
 
-        save_config(self.cfg, self.output_dir / "resolved_config.yaml")
-        mlflow.log_text((self.output_dir / "resolved_config.yaml").read_text(), name)
+        save_config(self.cfg, self.paths.resolved_config)
+        mlflow.log_text(self.paths.resolved_config.read_text(), name)
 
     def _record_changes(self, logged: dict[str, str], step: int) -> None:
         """A resumed run whose config differs from its logged params: a tag listing the changes and the new
@@ -122,9 +123,7 @@ class Tracker:
         t = self.cfg.tracking
         data = {"mlflow_run_id": self.run_id, "tracking_uri": t.tracking_uri, "experiment": t.experiment,
                 "steps": steps}
-        tmp = self.run_json.with_name("run.json.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.run_json)
+        self.paths.write_run_json(data)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.active:

@@ -1,4 +1,4 @@
-"""Synthetic shards in the render job's format (docs/interfaces.md), written by the tests themselves."""
+"""Synthetic shards in the render job's format (pipeline/layout/shards.py), written by the tests through that module."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import random
 import string
 from pathlib import Path
 
-import webdataset as wds
 from PIL import Image, ImageDraw, ImageFont
+
+from pipeline.layout.shards import build_manifest, sample_key, shard_name, write_manifest, write_shard
 
 
 def _page(code: str, row: int, size: int) -> bytes:
@@ -26,8 +27,8 @@ def _page(code: str, row: int, size: int) -> bytes:
 
 
 def write_shards(out: Path, n_pages: int = 48, shard_size: int = 16, seed: int = 0, size: int = 112,
-                 no_query_every: int = 0) -> Path:
-    """Write `n_pages` train pages (one distinct 3-letter code each, the query) plus a manifest; returns `out`."""
+                 no_query_every: int = 0, split: str = "train") -> Path:
+    """Write `n_pages` pages of `split` (one distinct 3-letter code each, the query) plus a manifest; returns `out`."""
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     codes = set()
@@ -37,19 +38,15 @@ def write_shards(out: Path, n_pages: int = 48, shard_size: int = 16, seed: int =
     rng.shuffle(codes)
     entries = []
     for s in range(0, n_pages, shard_size):
-        name = f"train-{s // shard_size:06d}.tar"
-        with wds.TarWriter(str(out / name)) as sink:
-            for i in range(s, min(s + shard_size, n_pages)):
-                doc_id = hashlib.sha256(f"doc{i}".encode()).hexdigest()[:16]
-                queries = [] if no_query_every and i % no_query_every == 0 else [codes[i]]
-                meta = {"doc_id": doc_id, "source": f"synthetic/doc{i}.pdf", "page": 0, "width": size,
-                        "height": size, "dpi": 72, "text": codes[i], "queries": queries, "split": "train"}
-                sink.write({"__key__": f"{doc_id}-p00000", "png": _page(codes[i], i % 3, size),
-                            "json": json.dumps(meta).encode()})
-        data = (out / name).read_bytes()
-        entries.append({"name": name, "split": "train", "samples": min(shard_size, n_pages - s),
-                        "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-    manifest = {"version": 1, "settings": {"image_format": "png", "dpi": 72}, "input_fingerprint": "synthetic",
-                "shards": entries, "splits": {"train": {"samples": n_pages, "shards": len(entries)}}}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        name = shard_name(split, s // shard_size)
+        samples = []
+        for i in range(s, min(s + shard_size, n_pages)):
+            doc_id = hashlib.sha256(f"doc{i}".encode()).hexdigest()[:16]
+            queries = [] if no_query_every and i % no_query_every == 0 else [codes[i]]
+            meta = {"doc_id": doc_id, "source": f"synthetic/doc{i}.pdf", "page": 0, "width": size,
+                    "height": size, "dpi": 72, "text": codes[i], "queries": queries, "split": split}
+            samples.append((sample_key(doc_id, 0), {"png": _page(codes[i], i % 3, size),
+                                                    "json": json.dumps(meta).encode()}))
+        entries.append({"name": name, "split": split, **write_shard(out / name, samples)})
+    write_manifest(out, build_manifest({"image_format": "png", "dpi": 72}, "synthetic", entries))
     return out

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pipeline.data.manifest import ManifestError, split_shards
+from pipeline.layout.shards import ShardError, split_shards
 from pipeline.data.stream import TrainStream, make_loader
 from tests.data.synthetic import write_shards
 
@@ -19,7 +19,7 @@ def _keys(stream, steps):
 
 
 def test_rank_shares_partition_the_global_batch(shards):
-    infos = split_shards(shards, "train", checksums=True)
+    infos = split_shards(shards, "train")
     refs = TrainStream(infos, 12, 1, 0, seed=3).refs
     assert len(refs) == 36  # 4 pages without a query are left out
     one = TrainStream(infos, 12, 1, 0, seed=3, refs=refs)
@@ -66,7 +66,8 @@ def test_resume_yields_exactly_the_remaining_batches(shards, workers):
 
 def test_manifest_mismatch_is_refused(tmp_path):
     out = write_shards(tmp_path / "s", n_pages=8, shard_size=8)
+    size = (out / "train-000000.tar").stat().st_size
     with open(out / "train-000000.tar", "ab") as f:
         f.write(b"\0" * 512)
-    with pytest.raises(ManifestError, match="bytes"):
+    with pytest.raises(ShardError, match=rf"train-000000.tar: {size + 512} bytes, the manifest says {size}$"):
         split_shards(out, "train")

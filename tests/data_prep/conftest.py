@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -89,6 +90,7 @@ BAD = {
     "bad/big.pdf": "oversized",
     "sub/copy-of-doc-00000.pdf": "duplicate",
     "bad/broken.png": "unreadable image",
+    "bad/caf\\xe9.pdf": "file name is not valid UTF-8",  # a Latin-1 name: escaped in rejects.jsonl
 }
 MAX_FILE_MB = 0.2
 
@@ -117,4 +119,6 @@ def corpus(tmp_path_factory) -> Path:
     (root / "scans/page.png").write_bytes(png_bytes(20))  # page images are one-page documents
     (root / "scans/photo.jpg").write_bytes(png_bytes(21, fmt="JPEG"))
     (root / "bad/broken.png").write_bytes(png_bytes(22)[:60])
+    with open(os.path.join(os.fsencode(root), b"bad", b"caf\xe9.pdf"), "wb") as f:  # not UTF-8: must not stop the job
+        f.write((root / "doc-00002.pdf").read_bytes())
     return root

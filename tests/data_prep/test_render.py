@@ -20,7 +20,9 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from data_prep.ray_head import stop_process_group, submit_render_job
+from data_prep.ray_head import submit_render_job
+from data_prep.sources import escape_name
+from pipeline.procs import stop_process_group
 from tests.data_prep.conftest import BAD, MAX_FILE_MB, ROOT
 
 ARGS = ["render.shard_size=3", "render.pages_per_task=2", "render.max_in_flight=2", f"render.max_file_mb={MAX_FILE_MB}",
@@ -59,7 +61,7 @@ def samples(job_out) -> list[dict]:
 
 
 def good_pdfs(corpus: Path) -> list[Path]:
-    return sorted(p for p in corpus.rglob("*.pdf") if p.relative_to(corpus).as_posix() not in BAD)
+    return sorted(p for p in corpus.rglob("*.pdf") if escape_name(p.relative_to(corpus).as_posix()) not in BAD)
 
 
 def parquet_images(corpus: Path) -> dict[str, tuple[bytes, list[str]]]:

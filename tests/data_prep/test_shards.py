@@ -72,7 +72,9 @@ def test_verify_finds_a_corrupted_and_a_missing_shard(tmp_path):
     data[600] ^= 1
     (tmp_path / "train-000000.tar").write_bytes(bytes(data))
     (tmp_path / "train-000001.tar").unlink()
-    assert shards.verify(tmp_path) == ["train-000000.tar: checksum mismatch", "train-000001.tar: missing"]
+    assert shards.verify(tmp_path) == [
+        f"{tmp_path}/train-000000.tar: sha256 differs from the manifest (the shard was changed or corrupted)",
+        f"{tmp_path}/train-000001.tar: listed in the manifest but missing"]
     assert shards.main([str(tmp_path)]) == 1
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.train.ranks import _free_port
+from pipeline.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = """
@@ -57,7 +57,7 @@ def _start(*args: str) -> subprocess.Popen:
 
 
 def test_rank0_store_binds_loopback_only():
-    port = _free_port()
+    port = free_port()
     proc = _start("0", "1", str(port), "30", "wait")
     try:
         assert _line(proc, 60) == "ready"
@@ -68,7 +68,7 @@ def test_rank0_store_binds_loopback_only():
 
 
 def test_a_stopped_rank_fails_the_others_after_the_timeout():
-    port = _free_port()
+    port = free_port()
     r0, r1 = _start("0", "2", str(port), "4", "stop"), _start("1", "2", str(port), "4", "stop")
     try:
         assert _line(r0, 60) == "ready"

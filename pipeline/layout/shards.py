@@ -1,0 +1,357 @@
+"""The shard directory: the contract between the render job (writer) and training, evaluation and serving (readers).
+
+A shard directory holds `manifest.json`, the shards `{split}-{index:06d}.tar` and `rejects.jsonl`.
+
+- A shard is an uncompressed USTAR tar. A sample is the run of members `{key}.{ext}` sharing one key (members of a
+  sample are adjacent, extensions in sorted order); the key is `{doc_id}-p{page:05d}` (doc_id = first 16 hex of
+  the sha256 of the source file's bytes; page 0-based) and never holds a '.' or a '/'. Members: one image
+  (`png` or `jpg`, as the manifest's `settings.image_format` says; readers also take `jpeg` and `webp`) and
+  `json`: `{"doc_id", "source", "page", "width", "height", "dpi", "text", "queries": [str, ...], "split"}`.
+  Every query of a sample is relevant to that page only.
+- `manifest.json`: `{"version": 1, "settings": {...}, "input_fingerprint": str, "shards": [{"name", "split",
+  "samples", "bytes", "sha256"}, ...], "splits": {split: {"samples": n, "shards": n}}}` (the render job adds
+  `plan` to entries and counts of documents, pages, rejects and queries).
+- A shard name is data, never a path: reading a manifest accepts only a plain base name `{split}-NNNNNN.tar` of
+  the entry's split, not a symlink, resolving inside the shard directory, each name once. Nothing hands a
+  manifest string to an opener that interprets URLs (webdataset's `pipe:` runs a shell command).
+- Shards are written to a temporary name and renamed when complete, with fixed member order and metadata, so
+  the same samples give the same bytes. A reader verifies a shard (size, sha256, sample count) before it
+  computes anything from it (pipeline/data/reader.py reads samples; `verify_dir` checks a whole directory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from pipeline.layout.files import BLOCK, atomic_file, atomic_write, sha256_file
+
+MANIFEST = "manifest.json"
+PARTIAL = "manifest.partial.json"  # shards finished by an interrupted render run: read back by the next run
+REJECTS = "rejects.jsonl"
+SPLITS = ("train", "eval")
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")  # in order of preference when a sample holds several
+META_EXT = "json"
+_SPLIT = r"[A-Za-z0-9_]+"
+_NAME = re.compile(rf"({_SPLIT})-(\d{{6}})\.tar")
+_SHA = re.compile(r"[0-9a-f]{64}")
+
+
+class ManifestError(ValueError):
+    """A manifest or shard directory that cannot be trusted; the message is one line naming the file or entry."""
+
+
+class ShardError(ValueError):
+    """A shard or sample whose bytes are not what the manifest promises; one line naming the shard (and key)."""
+
+
+def one_line(err: Exception) -> str:
+    """The one-line message of a ManifestError/ShardError, also when a DataLoader worker re-raised it wrapped in
+    its traceback text (the original message is then the last line, after the exception's class name)."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    last = lines[-1]
+    for cls in (ShardError, ManifestError):
+        prefix = f"{cls.__module__}.{cls.__qualname__}: "
+        if last.startswith(prefix):
+            return last[len(prefix):]
+    return last
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
+
+
+def sample_key(doc_id: str, page: int) -> str:
+    return f"{doc_id}-p{page:05d}"
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One manifest entry after its name was validated: `path` lies inside the shard directory."""
+
+    path: Path
+    split: str
+    samples: int
+    bytes: int
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+# ---- writing -------------------------------------------------------------------------------------------------
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, 0, 0o644, 0, 0, "", ""
+    return ti
+
+
+class _Bytes:
+    """A minimal file object over bytes for tarfile.addfile (avoids copying into BytesIO)."""
+
+    def __init__(self, data: bytes):
+        self._view, self._pos = memoryview(data), 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self._view) if n < 0 else self._pos + n
+        chunk = self._view[self._pos : end].tobytes()
+        self._pos += len(chunk)
+        return chunk
+
+
+def write_shard(path: str | Path, samples: list[tuple[str, dict[str, bytes]]]) -> dict:
+    """Write samples [(key, {ext: bytes})] as a deterministic tar at a temporary name, fsync, rename over `path`.
+
+    Returns the entry fields {"samples", "bytes", "sha256"} of the finished file."""
+    path = Path(path)
+    h = hashlib.sha256()
+    with atomic_file(path) as raw:
+        sink = _HashingWriter(raw, h)
+        with tarfile.open(fileobj=sink, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, members in samples:
+                if "." in key or "/" in key or not key:
+                    raise ShardError(f"{path.name}: sample key {key!r} must be non-empty without '.' or '/'")
+                for ext in sorted(members):
+                    tar.addfile(_tarinfo(f"{key}.{ext}", len(members[ext])), fileobj=_Bytes(members[ext]))
+    return {"samples": len(samples), "bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+class _HashingWriter:
+    def __init__(self, f: BinaryIO, h):
+        self.f, self.h = f, h
+
+    def write(self, data) -> int:
+        self.h.update(data)
+        return self.f.write(data)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+
+def build_manifest(settings: dict, input_fingerprint: str, entries: list[dict], extra: dict | None = None) -> dict:
+    """manifest.json's content: the entries (in shard order), per-split totals, and `extra` fields."""
+    splits = sorted({e["split"] for e in entries} | set(SPLITS))
+    totals = {s: {"samples": sum(e["samples"] for e in entries if e["split"] == s),
+                  "shards": sum(1 for e in entries if e["split"] == s)} for s in splits}
+    return {"version": 1, "settings": settings, "input_fingerprint": input_fingerprint, "shards": entries,
+            "splits": totals, **(extra or {})}
+
+
+def json_bytes(obj) -> bytes:
+    """The canonical JSON bytes of manifest files (sorted keys, UTF-8, newline at the end)."""
+    return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def write_manifest(shard_dir: str | Path, manifest: dict) -> Path:
+    return atomic_write(Path(shard_dir) / MANIFEST, json_bytes(manifest))
+
+
+# ---- reading and checking ------------------------------------------------------------------------------------
+
+
+def check_name(name: object, split: object, shard_dir: Path, where: str) -> Path:
+    """The path of a manifest entry's shard, or ManifestError naming `where` when `name` is not a plain shard name
+    of `split` inside `shard_dir`."""
+    if not isinstance(name, str) or not isinstance(split, str):
+        raise ManifestError(f"{where}: name and split must be strings")
+    if "\0" in name:
+        raise ManifestError(f"{where}: shard name {name!r} holds a NUL byte")
+    if os.path.isabs(name) or name.startswith("\\"):
+        raise ManifestError(f"{where}: shard name {name!r} is an absolute path; only plain shard names are read")
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", name):
+        raise ManifestError(f"{where}: shard name {name!r} has a URL scheme; only plain shard names are read")
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise ManifestError(f"{where}: shard name {name!r} is a path; only plain shard names are read")
+    m = _NAME.fullmatch(name)
+    if m is None:
+        raise ManifestError(f"{where}: shard name {name!r} does not match {{split}}-NNNNNN.tar")
+    if m.group(1) != split:
+        raise ManifestError(f"{where}: shard name {name!r} is not of the entry's split {split!r}")
+    path = shard_dir / name
+    if path.is_symlink():
+        raise ManifestError(f"{where}: shard {name} is a symlink; shards must be plain files in {shard_dir}")
+    if path.resolve().parent != shard_dir.resolve():
+        raise ManifestError(f"{where}: shard {name} resolves outside {shard_dir}")
+    return path
+
+
+def _entry(e: object, i: int, shard_dir: Path, manifest: Path) -> ShardInfo:
+    where = f"{manifest} shards[{i}]"
+    if not isinstance(e, dict):
+        raise ManifestError(f"{where}: an entry must be an object")
+    missing = [k for k in ("name", "split", "samples", "bytes", "sha256") if k not in e]
+    if missing:
+        raise ManifestError(f"{where}: missing {', '.join(missing)}")
+    where = f"{manifest} shards[{i}] ({e['name']!r})"
+    path = check_name(e["name"], e["split"], shard_dir, where)
+    for k in ("samples", "bytes"):
+        if not isinstance(e[k], int) or isinstance(e[k], bool) or e[k] < 0:
+            raise ManifestError(f"{where}: {k} must be a non-negative integer, not {e[k]!r}")
+    if not isinstance(e["sha256"], str) or not _SHA.fullmatch(e["sha256"]):
+        raise ManifestError(f"{where}: sha256 must be 64 lowercase hex digits")
+    return ShardInfo(path, e["split"], e["samples"], e["bytes"], e["sha256"])
+
+
+def read_manifest(shard_dir: str | Path) -> tuple[dict, list[ShardInfo]]:
+    """(manifest dict, every entry as a checked ShardInfo) of `shard_dir`; ManifestError on anything untrusted."""
+    shard_dir = Path(shard_dir)
+    path = shard_dir / MANIFEST
+    if not path.is_file():
+        raise ManifestError(f"{path}: no manifest (run the render job first)")
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("version") != 1:
+        got = manifest.get("version") if isinstance(manifest, dict) else None
+        raise ManifestError(f"{path}: unsupported manifest version {got!r}")
+    if not isinstance(manifest.get("shards"), list):
+        raise ManifestError(f"{path}: 'shards' must be a list")
+    infos, seen = [], set()
+    for i, e in enumerate(manifest["shards"]):
+        info = _entry(e, i, shard_dir, path)
+        if info.name in seen:
+            raise ManifestError(f"{path} shards[{i}] ({info.name!r}): listed twice")
+        seen.add(info.name)
+        infos.append(info)
+    return manifest, infos
+
+
+def check_size(info: ShardInfo) -> None:
+    """ShardError unless the shard exists with the manifest's byte count (cheap: one stat)."""
+    if not info.path.is_file():
+        raise ShardError(f"{info.path}: listed in the manifest but missing")
+    size = info.path.stat().st_size
+    if size != info.bytes:
+        raise ShardError(f"{info.path}: {size} bytes, the manifest says {info.bytes}")
+
+
+def split_shards(shard_dir: str | Path, split: str) -> list[ShardInfo]:
+    """The checked entries of `split`, in manifest order, each present with its listed size."""
+    _, infos = read_manifest(shard_dir)
+    shards = [s for s in infos if s.split == split]
+    if not shards:
+        raise ManifestError(f"{Path(shard_dir) / MANIFEST}: no shards of split {split!r}")
+    for s in shards:
+        check_size(s)
+    return shards
+
+
+@dataclass
+class SampleMembers:
+    """The members of one sample: ext -> (offset of the data in the tar, size); `small` holds the bytes of the
+    members asked for while walking (e.g. the JSON record)."""
+
+    key: str
+    members: dict[str, tuple[int, int]] = field(default_factory=dict)
+    small: dict[str, bytes] = field(default_factory=dict)
+
+
+class _HashingReader:
+    """Reads a file sequentially, hashing every byte that passes (tarfile's stream mode never seeks)."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.h, self.n = f, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.h.update(data)
+        self.n += len(data)
+        return data
+
+    def drain(self) -> None:
+        for block in iter(lambda: self.read(BLOCK), b""):
+            pass
+
+
+def walk_tar(source: str | Path | BinaryIO, keep: tuple[str, ...] = (META_EXT,), name: str | None = None,
+             hashed: bool = True) -> tuple[list[SampleMembers], str, int]:
+    """Walk a shard once, front to back: (samples in order, sha256 of every byte, byte count).
+
+    Members named in `keep` have their bytes kept; the others are only located. Without `hashed` the walk seeks
+    over member data (reads headers and kept members only) and the sha256 returned is "". ShardError (naming the
+    shard) on a tar that does not parse or members that break the sample layout."""
+    label = name or str(source)
+    f = open(source, "rb") if isinstance(source, (str, Path)) else source
+    try:
+        reader = _HashingReader(f)
+        samples: list[SampleMembers] = []
+        by_key: dict[str, SampleMembers] = {}
+        try:
+            opened = tarfile.open(fileobj=reader, mode="r|") if hashed else tarfile.open(fileobj=f, mode="r:")
+            with opened as tar:
+                for m in tar:
+                    if not m.isfile():
+                        continue
+                    key, dot, ext = m.name.partition(".")
+                    if not dot or not key or "/" in m.name:
+                        raise ShardError(f"{label}: member {m.name!r} is not {{key}}.{{ext}}")
+                    s = by_key.get(key)
+                    if s is None:
+                        s = by_key[key] = SampleMembers(key)
+                        samples.append(s)
+                    elif samples[-1] is not s:
+                        raise ShardError(f"{label}: sample {key}: members are not adjacent")
+                    ext = ext.lower()
+                    s.members[ext] = (m.offset_data, m.size)
+                    if ext in keep:
+                        s.small[ext] = tar.extractfile(m).read()
+        except tarfile.TarError as e:
+            raise ShardError(f"{label}: not a readable tar ({e})") from None
+        if not hashed:
+            return samples, "", f.seek(0, os.SEEK_END)
+        reader.drain()
+        return samples, reader.h.hexdigest(), reader.n
+    finally:
+        if f is not source:
+            f.close()
+
+
+def verify_walk(info: ShardInfo, sha256: str, size: int, samples: int) -> None:
+    """ShardError unless what a walk of `info`'s shard found matches its manifest entry."""
+    if size != info.bytes:
+        raise ShardError(f"{info.path}: {size} bytes, the manifest says {info.bytes}")
+    if sha256 != info.sha256:
+        raise ShardError(f"{info.path}: sha256 differs from the manifest (the shard was changed or corrupted)")
+    if samples != info.samples:
+        raise ShardError(f"{info.path}: holds {samples} samples, the manifest says {info.samples}")
+
+
+def verify_dir(shard_dir: str | Path) -> tuple[dict, list[str]]:
+    """(manifest, problems): every entry's name, size, sha256 and sample count, and the split totals."""
+    manifest, infos = read_manifest(shard_dir)
+    problems = []
+    for info in infos:
+        try:
+            check_size(info)
+            samples, sha, size = walk_tar(info.path, keep=())
+            verify_walk(info, sha, size, len(samples))
+        except ShardError as e:
+            problems.append(str(e))
+    for split, total in (manifest.get("splits") or {}).items():
+        listed = [i for i in infos if i.split == split]
+        if total != {"samples": sum(i.samples for i in listed), "shards": len(listed)}:
+            problems.append(f"{Path(shard_dir) / MANIFEST}: splits.{split} {total} disagrees with its shard entries")
+    return manifest, problems
+
+
+def iter_shard_files(shard_dir: Path) -> Iterator[Path]:
+    """Files in `shard_dir` that look like shards (by name), for cleaning up after a changed plan."""
+    for p in sorted(shard_dir.iterdir()):
+        if _NAME.fullmatch(p.name) and p.is_file():
+            yield p
+
+
+__all__ = ["BLOCK", "IMAGE_EXTS", "MANIFEST", "META_EXT", "PARTIAL", "REJECTS", "SPLITS", "ManifestError",
+           "SampleMembers", "ShardError", "ShardInfo", "build_manifest", "check_name", "check_size", "json_bytes", "one_line",
+           "read_manifest", "sample_key", "sha256_file", "shard_name", "split_shards", "verify_dir",
+           "verify_walk", "walk_tar", "write_manifest", "write_shard"]

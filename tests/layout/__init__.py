@@ -1,0 +1,1 @@
+"""Tests of pipeline/layout: the on-disk contracts."""
