@@ -24,16 +24,22 @@ class Curve:
         if missing:
             raise ValueError(f"train.curve_budgets: {missing} not in the model's budget grid (exits {retriever.exits})")
         self.cfg = cfg
+        self.open_eval_set()  # at set-up: a missing or corrupt eval set fails before training, not after it
+
+    def open_eval_set(self):
+        from pipeline.evaluate.data import open_eval_set
+
+        e = self.cfg.eval
+        return open_eval_set(e.shards or self.cfg.data.shards, e.split, e.parquet, e.max_pages)
 
     @torch.no_grad()
     def measure(self, retriever) -> dict[str, float]:
         """{"ndcg_at_5/<budget>": value} for the current weights."""
-        from pipeline.evaluate.data import open_eval_set
         from pipeline.evaluate.grid import encode_eval_set, run_for_budget
         from pipeline.evaluate.metrics import mean_metrics
 
         e = self.cfg.eval
-        eval_set = open_eval_set(e.shards or self.cfg.data.shards, e.split, e.parquet, e.max_pages)
+        eval_set = self.open_eval_set()  # verified again: the bytes scored are the bytes checked
         was_training = retriever.training
         retriever.eval()
         try:

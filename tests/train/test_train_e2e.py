@@ -184,3 +184,12 @@ def test_learning_curve_leaves_training_untouched_and_matches_evaluate(tmp_path,
     for name in ("L4-d32-p1", "L2-d8-p2"):
         assert logged[6][f"ndcg_at_5/{name}"] == pytest.approx(rows[name], abs=1e-9), name
     assert len({logged[s]["ndcg_at_5/L4-d32-p1"] for s in logged}) > 1  # the curve moves as the weights do
+
+
+def test_learning_curve_without_an_eval_set_fails_before_training(tmp_path, tiny_qwen2vl_dir, shards):
+    cfg = write_config(tmp_path, "noeval", tiny_qwen2vl_dir, shards[0], steps=2, eval_every=1)
+    res = run([sys.executable, "-m", "pipeline.train", "--config", str(cfg)], env=ENV)
+    assert res.returncode == 1, res.stdout[-3000:]
+    errors = [line for line in res.stdout.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "no shards of split 'eval'" in errors[0], res.stdout[-3000:]
+    assert not (tmp_path / "noeval" / "metrics.jsonl").exists()  # not one step was trained
