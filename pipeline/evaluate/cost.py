@@ -31,14 +31,17 @@ def pooled_counts(grids: torch.Tensor, pool: int) -> torch.Tensor:
 
 def bytes_per_page_from_grids(grids: torch.Tensor, dim: int, pool: int, dtype: str = STORAGE_DTYPE) -> float:
     """Mean index bytes per page predicted from the patch grids alone: grids [P, 2] -> float."""
-    counts = pooled_counts(grids, pool)
-    return float(counts.sum().item() * dim * bytes_per_value(dtype)) / max(len(counts), 1)
+    return bytes_per_page(pooled_counts(grids, pool), dim, dtype)
 
 
 def bytes_per_page(vector_counts: list[int] | torch.Tensor, dim: int, dtype: str = STORAGE_DTYPE) -> float:
-    """Mean index bytes per page from the vectors actually stored: counts [P] -> float (exact, no estimate)."""
+    """Mean index bytes per page from the vectors actually stored: counts [P] -> float (exact, no estimate;
+    int8 vectors carry their float16 scale)."""
+    from pipeline.evaluate.quantize import SCALE_BYTES
+
     counts = torch.as_tensor(vector_counts, dtype=torch.long)
-    return float(counts.sum().item() * dim * bytes_per_value(dtype)) / max(len(counts), 1)
+    per_vector = dim * bytes_per_value(dtype) + SCALE_BYTES.get(dtype, 0)
+    return float(counts.sum().item() * per_vector) / max(len(counts), 1)
 
 
 def time_per_item(fn: Callable[[], object], n_items: int, repeats: int = 1) -> float:

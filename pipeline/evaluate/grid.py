@@ -11,12 +11,12 @@ from tqdm import tqdm
 
 from pipeline.evaluate.cost import bytes_per_page, time_per_item
 from pipeline.evaluate.metrics import mean_metrics
+from pipeline.evaluate.quantize import stored
 from pipeline.model.budgets import Budget, apply_budget
 from pipeline.model.maxsim import maxsim_chunked
 from pipeline.model.vectors import MultiVector
 
 log = logging.getLogger(__name__)
-HALF = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -83,8 +83,7 @@ def run_for_budget(enc: Encoded, budget: Budget, depth: int, index_dtype: str = 
     per page [P]. Page vectors round-trip through the index dtype, so scores are those a stored index gives."""
     p = apply_budget(enc.pages[budget.layers], budget.dim, budget.pool)
     q = apply_budget(enc.queries[budget.layers], budget.dim, 1)
-    if index_dtype in HALF:
-        p = MultiVector(p.vectors.to(HALF[index_dtype]).float(), p.mask, p.grids)
+    p = MultiVector(stored(p.vectors, index_dtype), p.mask, p.grids)
     scores = maxsim_chunked(q, p)  # [Q, P]
     k = min(depth, scores.shape[1])
     top_s, top_i = scores.topk(k, dim=1)
