@@ -279,17 +279,18 @@ def plot_pareto(result: dict, path: Path) -> None:
     depths = sorted({Budget.parse(b).layers for b in sizes})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, depth in zip(axes, [depths[-1], depths[0]]):
-        for name, table in result["recipes"].items():
+        for i, (name, table) in enumerate(result["recipes"].items()):
+            colour = f"C{i}"  # one colour per recipe in both panels
             pts = sorted((sizes[b], table[b]["mean"]) for b in table if Budget.parse(b).layers == depth)
             if len(table) == 1:
-                if pts:
-                    ax.plot(*zip(*pts), marker="*", markersize=12, linestyle="none", label=name)
+                xs, ys = zip(*pts) if pts else ((), ())  # a legend entry in both panels
+                ax.plot(xs, ys, marker="*", markersize=13, linestyle="none", color=colour, label=name)
                 continue
             best, frontier = -1.0, []
             for size, value in pts:
                 best = max(best, value)
                 frontier.append((size, best))
-            ax.plot(*zip(*frontier), marker="o", label=name)
+            ax.plot(*zip(*frontier), marker="o", color=colour, label=name)
         ax.set_xscale("log", base=2)
         ax.set_title(f"exit after {depth} layers")
         ax.set_xlabel("bytes per page (fp16 index)")
