@@ -25,6 +25,7 @@ from pathlib import Path
 from pipeline.cli import Command, parse_cli
 from pipeline.config import Config, save_config
 from pipeline.configlib import FieldError, PosInt, Section
+from pipeline.layout.run import RESULTS, RunPaths
 from pipeline.logs import setup_logging
 
 log = logging.getLogger("experiment")
@@ -165,7 +166,8 @@ def run_one(cfg: ExperimentRunConfig, out: Path, recipe: str, seed: int, shards:
     """Build the seed's random model, train one recipe (the learning curve on the eval set every
     train.eval_every steps), evaluate the grid; returns the eval results plus the run's "wall_s" and "curve"."""
     run_dir = out / "runs" / f"{recipe}-s{seed}"
-    results, wall = run_dir / "eval" / "results.json", run_dir / "wall.json"
+    paths = RunPaths(run_dir)
+    results, wall = paths.eval_dir / RESULTS, run_dir / "wall.json"
     if not results.exists():
         began = time.time()
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -178,14 +180,14 @@ def run_one(cfg: ExperimentRunConfig, out: Path, recipe: str, seed: int, shards:
         threads = max(1, (os.cpu_count() or 2) // cfg.experiment.parallel)
         _run([PY, "-m", "pipeline.train", *common, f"data.shards={shards[0]}", f"train.seed={seed}",
               f"data.seed={seed}", *cfg.experiment.recipes[recipe]], run_dir / "train.log", threads)
-        evaluated = run_dir / "final"
+        evaluated = paths.final
         if recipe in cfg.experiment.last_head_recipes:
             evaluated = share_last_head(evaluated, run_dir / "final-last-head")
         _run([PY, "-m", "pipeline.evaluate", *common, f"eval.model={evaluated}"], run_dir / "eval.log", threads)
         wall.write_text(json.dumps({"wall_s": time.time() - began, "threads": threads}))
     res = json.loads(results.read_text())
     res["wall_s"] = json.loads(wall.read_text())["wall_s"] if wall.exists() else None
-    res["curve"] = read_curve(run_dir / "metrics.jsonl")
+    res["curve"] = read_curve(paths.metrics)
     log.info("%s seed %d: %s s wall", recipe, seed, f"{res['wall_s']:.0f}" if res["wall_s"] else "?")
     return res
 
@@ -206,7 +208,8 @@ def summary(cfg: ExperimentRunConfig, results: dict[str, list[dict]], commit: st
     """The machine-checked result: {"commit", "baseline", "default_recipe", "recipes": {name: {budget: {"mean",
     "std", "seeds"}}}, "bytes_per_page": {budget: n}, "wall_s": {name: [per run]}}; budgets in grid order."""
     recipes: dict[str, dict] = {}
-    order = [row["budget"] for row in next(iter(results.values()))[0]["rows"]]
+    rows = next(iter(results.values()))[0]["rows"]
+    order = [row["budget"] for row in rows]
     for name, runs in results.items():
         keep = reported_budgets(cfg, name)
         table = {}
@@ -216,7 +219,7 @@ def summary(cfg: ExperimentRunConfig, results: dict[str, list[dict]], commit: st
                 table[budget] = {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
                                  "seeds": len(vals)}
         recipes[name] = table
-    sizes = {r["budget"]: r["bytes_per_page"] for r in next(iter(results.values()))[0]["rows"]}
+    sizes = {r["budget"]: r["bytes_per_page"] for r in rows}
     return {"commit": commit, "baseline": cfg.experiment.baseline, "default_recipe": cfg.experiment.default_recipe,
             "recipes": recipes, "bytes_per_page": sizes,
             "wall_s": {name: [res["wall_s"] for res in runs] for name, runs in results.items()}}

@@ -169,6 +169,9 @@ def fact_query(page: PagePlan) -> str:
     return f"{page.entity} annual review {page.year} contracts"
 
 
+TRAIN_DIR, EVAL_DIR = "train", "eval"  # with synth.eval_docs; render.split_by=path reads the split from them
+
+
 def synthesize(cfg: SynthConfig) -> Path:
     """Write `doc-NNNNN.pdf` files and `queries.jsonl` ({doc, page, query} lines, doc relative to cfg.out_dir) into
     cfg.out_dir; with cfg.eval_docs, a training corpus under train/ and a held-out one under eval/."""
@@ -176,7 +179,7 @@ def synthesize(cfg: SynthConfig) -> Path:
     parts = [("", cfg)]
     if cfg.eval_docs:
         held_out = dataclasses.replace(cfg, n_docs=cfg.eval_docs, seed=cfg.seed + 1, unique_codes=True, eval_docs=0)
-        parts = [("train/", cfg), ("eval/", held_out)]
+        parts = [(f"{TRAIN_DIR}/", cfg), (f"{EVAL_DIR}/", held_out)]
     lines = []
     for prefix, part in parts:
         _page_size(part)  # refuse a bad layout before writing anything
@@ -186,7 +189,8 @@ def synthesize(cfg: SynthConfig) -> Path:
             name = f"{prefix}doc-{d:05d}.pdf"
             write_pdf(out / name, pages, part, d)
             for p, page in enumerate(pages):
-                queries = list(page.answers) + ([fact_query(page)] if part.fact_queries and part.layout == "rich" else [])
+                facts = [fact_query(page)] if part.fact_queries and part.layout == "rich" else []
+                queries = list(page.answers) + facts
                 lines += [json.dumps({"doc": name, "page": p, "query": q}) for q in queries]
         log.info("wrote %d documents, %d pages to %s", len(plans), sum(map(len, plans)), out / prefix)
     (out / "queries.jsonl").write_text("\n".join(lines) + "\n")

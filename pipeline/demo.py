@@ -139,8 +139,11 @@ def main(argv: list[str] | None = None) -> None:
         "--dry-run"],
        check=False)  # would the smallest variant take `full`? the gate compares nDCG@5 on the same eval set
     banner("7/7 serving: index the eval pages at an alias, search, and the HTTP server")
+    from data_prep.synth import EVAL_DIR
+
     lines = Path(cfg.synth.out_dir, "queries.jsonl").read_text().splitlines()
-    query = next(q for q in map(json.loads, lines) if q["doc"].startswith("eval/") or not cfg.synth.eval_docs)["query"]
+    held_out = (q for q in map(json.loads, lines) if q["doc"].startswith(f"{EVAL_DIR}/") or not cfg.synth.eval_docs)
+    query = next(held_out)["query"]
     sh([PY, "-m", "pipeline.serve", "index", *conf, "--alias", "balanced"])
     sh([PY, "-m", "pipeline.serve", "search", *conf, "--query", query, "-k", "3"])
     serve_http(cfg, conf, "balanced", query)

@@ -23,14 +23,6 @@ CLI = Command(
 )
 
 
-def budgets_for(cfg: Config, retriever) -> list:
-    """The grid: the model's exits x configured widths (up to its width) x configured pools."""
-    from pipeline.model.budgets import budget_grid
-
-    widths = [w for w in cfg.model.widths if w <= retriever.dim] or [retriever.dim]
-    return budget_grid(retriever.exits, widths, cfg.model.pools)
-
-
 def run(cfg: Config) -> dict:
     """Evaluate, write the report, log it to the training run; returns the results dict."""
     from pipeline.evaluate.data import open_eval_set
@@ -38,6 +30,7 @@ def run(cfg: Config) -> dict:
     from pipeline.evaluate.report import write_report
     from pipeline.evaluate.runinfo import log_to_run, model_stamp
     from pipeline.layout.run import StagePaths
+    from pipeline.model.budgets import retriever_grid
     from pipeline.model.retriever import Retriever
 
     paths = StagePaths.from_config(cfg)
@@ -45,8 +38,9 @@ def run(cfg: Config) -> dict:
     eval_set = open_eval_set(paths.eval_shards, cfg.eval.split, cfg.eval.parquet, cfg.eval.max_pages)
     retriever = Retriever.from_pretrained(model_dir, _model_cfg(cfg, model_dir))
     e = cfg.eval
-    results = evaluate_budgets(retriever, eval_set, budgets_for(cfg, retriever), e.batch_size, e.run_depth,
-                               e.index_dtype, e.timing_pages, e.progress)
+    grid = retriever_grid(retriever, cfg.model.widths, cfg.model.pools)
+    results = evaluate_budgets(retriever, eval_set, grid, e.batch_size, e.run_depth, e.index_dtype, e.timing_pages,
+                               e.progress)
     results.update(model=str(model_dir.resolve()), model_stamp=model_stamp(model_dir))
     run_info = paths.run.read_run_json()
     results["source_run"] = run_info["mlflow_run_id"] if run_info else None

@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from pipeline.evaluate.quantize import SCALE_BYTES
+
 STORAGE_DTYPE = "float16"
 BYTES_PER_VALUE = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
@@ -37,8 +39,6 @@ def bytes_per_page_from_grids(grids: torch.Tensor, dim: int, pool: int, dtype: s
 def bytes_per_page(vector_counts: list[int] | torch.Tensor, dim: int, dtype: str = STORAGE_DTYPE) -> float:
     """Mean index bytes per page from the vectors actually stored: counts [P] -> float (exact, no estimate;
     int8 vectors carry their float16 scale)."""
-    from pipeline.evaluate.quantize import SCALE_BYTES
-
     counts = torch.as_tensor(vector_counts, dtype=torch.long)
     per_vector = dim * bytes_per_value(dtype) + SCALE_BYTES.get(dtype, 0)
     return float(counts.sum().item() * per_vector) / max(len(counts), 1)

@@ -37,6 +37,11 @@ def budget_grid(exits: list[int], widths: list[int], pools: list[int]) -> list[B
     return sorted(grid, key=lambda b: (-b.layers, -b.dim, b.pool))
 
 
+def retriever_grid(retriever, widths: list[int], pools: list[int]) -> list[Budget]:
+    """The grid a retriever serves: its exits x the widths up to its head width (else its own width) x pools."""
+    return budget_grid(retriever.exits, [w for w in widths if w <= retriever.dim] or [retriever.dim], pools)
+
+
 def full_budget(budgets: list[Budget]) -> Budget:
     """The largest budget of a set: most layers, widest, finest pooling (it need not be a member)."""
     return Budget(max(b.layers for b in budgets), max(b.dim for b in budgets), min(b.pool for b in budgets))

@@ -11,14 +11,14 @@ from __future__ import annotations
 import torch
 
 from pipeline.config import Config
-from pipeline.model.budgets import Budget, budget_grid, full_budget
+from pipeline.model.budgets import Budget, full_budget, retriever_grid
 
 
 class Curve:
     """nDCG@5 at `cfg.train.curve_budgets` of `retriever` on the eval section's set."""
 
     def __init__(self, cfg: Config, retriever) -> None:
-        grid = budget_grid(retriever.exits, [w for w in cfg.model.widths if w <= retriever.dim], cfg.model.pools)
+        grid = retriever_grid(retriever, cfg.model.widths, cfg.model.pools)
         self.budgets = [full_budget(grid) if n == "full" else Budget.parse(n) for n in cfg.train.curve_budgets]
         missing = [str(b) for b in self.budgets if b not in grid]
         if missing:
@@ -28,9 +28,10 @@ class Curve:
 
     def open_eval_set(self):
         from pipeline.evaluate.data import open_eval_set
+        from pipeline.layout.run import StagePaths
 
         e = self.cfg.eval
-        return open_eval_set(e.shards or self.cfg.data.shards, e.split, e.parquet, e.max_pages)
+        return open_eval_set(StagePaths.from_config(self.cfg).eval_shards, e.split, e.parquet, e.max_pages)
 
     @torch.no_grad()
     def measure(self, retriever) -> dict[str, float]:
