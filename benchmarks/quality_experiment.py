@@ -65,6 +65,8 @@ class ExperimentConfig(Section):
     """Held-out documents of a separate corpus (unique answer codes)."""
     parallel: PosInt = 2
     """Runs at once (each a single-rank DeepSpeed process)."""
+    threads: PosInt | None = None
+    """Torch threads per run (default: the machine's cores / parallel)."""
 
     def check(self) -> None:
         if not self.seeds or not self.recipes:
@@ -177,7 +179,7 @@ def run_one(cfg: ExperimentRunConfig, out: Path, recipe: str, seed: int, shards:
                   f"train.seed={seed}"], out / f"tiny-s{seed}.log")
         common = ["--config", str(out / "config.yaml"), f"model.name_or_path={model_dir}",
                   f"train.output_dir={run_dir}", f"tracking.run_name={recipe}-s{seed}", f"eval.shards={shards[1]}"]
-        threads = max(1, (os.cpu_count() or 2) // cfg.experiment.parallel)
+        threads = cfg.experiment.threads or max(1, (os.cpu_count() or 2) // cfg.experiment.parallel)
         _run([PY, "-m", "pipeline.train", *common, f"data.shards={shards[0]}", f"train.seed={seed}",
               f"data.seed={seed}", *cfg.experiment.recipes[recipe]], run_dir / "train.log", threads)
         evaluated = paths.final
