@@ -33,6 +33,7 @@ demo: $(STAMP)
 
 experiment: $(STAMP)
 	$(BIN)/python -m benchmarks.quality_experiment $(EXPERIMENT_ARGS)
+	$(BIN)/python -m benchmarks.precision_quality $(EXPERIMENT_ARGS)
 
 bench: $(STAMP)
 	for b in benchmarks/render.py benchmarks/model.py benchmarks/grad_cache.py benchmarks/loader.py benchmarks/serving.py; do $(BIN)/python $$b || exit 1; done

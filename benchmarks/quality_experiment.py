@@ -67,11 +67,15 @@ class ExperimentConfig(Section):
     """Runs at once (each a single-rank DeepSpeed process)."""
     threads: PosInt | None = None
     """Torch threads per run (default: the machine's cores / parallel)."""
+    precision_recipes: list[str] = field(default_factory=lambda: ["diagonal"])
+    """Recipes whose runs `python -m benchmarks.precision_quality` also evaluates at every page-vector precision."""
+    precision_results: str = "benchmarks/results/precision_quality.json"
+    """The precision summary (per recipe and budget with precision: mean, std, seeds; retention; goals)."""
 
     def check(self) -> None:
         if not self.seeds or not self.recipes:
             raise FieldError("seeds" if not self.seeds else "recipes", "must not be empty")
-        for key in ("last_head_recipes", "recipe_seeds", "default_recipe", "baseline"):
+        for key in ("last_head_recipes", "recipe_seeds", "default_recipe", "baseline", "precision_recipes"):
             names = getattr(self, key)
             unknown = [r for r in ([names] if isinstance(names, str) else names) if r not in self.recipes]
             if unknown:
@@ -332,12 +336,22 @@ def plot_curves(results: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_experiment(command: Command, argv: list[str] | None) -> ExperimentRunConfig:
+    """The experiment's config from a command line (configs/experiment.yaml unless --config is given)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not any(a == "--config" or a.startswith("--config=") for a in argv):
         argv = ["--config", "configs/experiment.yaml", *argv]
-    cfg = parse_cli(CLI, argv)
+    cfg = parse_cli(command, argv)
     setup_logging()
+    return cfg
+
+
+def git_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_experiment(CLI, argv)
     out = Path(cfg.experiment.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     save_config(run_config(cfg), out / "config.yaml")
@@ -352,8 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[dict]] = {}
     for (recipe, _), res in sorted(zip(jobs, done), key=lambda j: list(cfg.experiment.recipes).index(j[0][0])):
         results.setdefault(recipe, []).append(res)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    result = summary(cfg, results, commit)
+    result = summary(cfg, results, git_commit())
     result["goals"] = goals(result)
     target = Path(cfg.experiment.results)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,10 @@
 
 1. per exported variant (from disk, loaded alone): weights on disk and page-encode time / the full model's;
    encode time / the full model's early exit at the same depth (goal ~1.0: a variant is that early exit);
-2. per budget: index bytes per page and MaxSim top-10 search time per query over an on-disk index of
-   `--pages` pages / the full budget's (vectors random, on the page grid, pooled like real ones).
+2. per budget and page-vector precision (fp16, int8, bin): index bytes per page and MaxSim top-10 search time
+   per query over an on-disk index of `--pages` pages / the full budget's and / the same budget at fp16 (vectors
+   random, on the page grid, pooled like real ones), and how many queries' top-10 equal the top-10 over the
+   dequantised float vectors (the reference the codes stand for).
 Sides alternate and medians are compared; the clock is this process's CPU time, so jobs on other cores
 disturb the ratios less.
 """
@@ -30,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.export.variants import export_variant, load_variant, weights_bytes  # noqa: E402
 from pipeline.model.budgets import Budget, apply_budget  # noqa: E402
 from pipeline.model.pooling import normalize  # noqa: E402
+from pipeline.model.precision import PRECISIONS, Codes, quantize  # noqa: E402
 from pipeline.model.retriever import Retriever  # noqa: E402
 from pipeline.model.tiny import build_tiny_qwen2vl  # noqa: E402
 from pipeline.model.vectors import MultiVector  # noqa: E402
@@ -92,26 +95,38 @@ def bench_search(args, work: Path) -> None:
     full = MultiVector(normalize(torch.randn(args.pages, g * g, 128)), torch.ones(args.pages, g * g, dtype=torch.bool),
                        grids)
     queries = normalize(torch.randn(16, 12, 128))
-    print(f"\n2. search over an on-disk index of {args.pages} pages ({g}x{g} grid), 16 queries x 12 tokens, top-10")
-    print(f"{'budget':>14} {'bytes/page':>10} {'bytes ratio':>11} {'ms/query':>9} {'time ratio':>10}")
-    rows, fns, idx = {}, {}, {}
+    print(f"\n2. search over an on-disk index of {args.pages} pages ({g}x{g} grid), 16 queries x 12 tokens, top-10,"
+          " scored from the stored codes")
+    print(f"{'budget':>20} {'bytes/page':>10} {'bytes ratio':>11} {'ms/query':>9} {'time ratio':>10} "
+          f"{'vs fp16':>7} {'top-10 = dequantised':>20}")
+    rows, fns, idx, qvs = {}, {}, {}, {}
     for name, (layers, dim, pool) in BUDGETS.items():
-        if (dim, pool) in rows.values():
+        if (dim, pool) in {v[:2] for v in rows.values()}:
             continue
-        rows[name] = (dim, pool)
         p = apply_budget(full, dim, pool)
         counts = p.mask.sum(1)
         offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
-        Index(p.vectors[p.mask].half(), offsets, [str(i) for i in range(args.pages)], {"dim": dim}).save(work / name)
-        idx[name] = Index.load(work / name)
-        qv = [normalize(q[:, :dim]) for q in queries]
-        fns[name] = lambda i=idx[name], qv=qv: search(i, qv, 10)
+        for precision in PRECISIONS:
+            key = name if precision == "fp16" else f"{name}-{precision}"
+            rows[key] = (dim, pool, name)
+            codes = quantize(p.vectors[p.mask], precision)
+            Index(codes, offsets, [str(i) for i in range(args.pages)], {}).save(work / "index" / key)
+            idx[key] = Index.load(work / "index" / key)
+            qvs[key] = [normalize(q[:, :dim]) for q in queries]
+            fns[key] = lambda i=idx[key], qv=qvs[key]: search(i, qv, 10)
     t = medians(fns, args.repeats)
-    base_bytes = idx["full"].vectors.numel() * 2 / args.pages
-    for name in rows:
-        nbytes = idx[name].vectors.numel() * 2 / args.pages
-        print(f"{name:>14} {nbytes:10.0f} {nbytes / base_bytes:11.3f} {1e3 * t[name] / 16:9.2f} "
-              f"{t[name] / t['full']:10.3f}")
+    base_bytes = idx["full"].header()["codes_bytes"] / args.pages
+    for key, (dim, pool, name) in rows.items():
+        index = idx[key]
+        nbytes = (work / "index" / key / "index.safetensors").stat().st_size  # what the disk holds (header and offsets too)
+        codes_bytes = index.header()["codes_bytes"] / args.pages
+        assert nbytes >= index.header()["codes_bytes"]
+        got = search(index, qvs[key], 10)
+        reference = Index(Codes("fp16", dim, index.codes.dequantize()), index.offsets, index.keys, {})  # float32 data
+        want = search(reference, qvs[key], 10)
+        same = sum([k for k, _ in a] == [k for k, _ in b] for a, b in zip(got, want))
+        print(f"{key:>20} {codes_bytes:10.0f} {codes_bytes / base_bytes:11.4f} {1e3 * t[key] / 16:9.2f} "
+              f"{t[key] / t['full']:10.3f} {t[key] / t[name]:7.2f} {same:>17d}/16")
 
 
 def main() -> None:

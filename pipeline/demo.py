@@ -90,6 +90,12 @@ def learned(cfg: Config) -> None:
     full, chance = res["rows"][0], chance_ndcg_at_5(res["pages"])
     print(f"\nlearned: full budget ({full['budget']}) nDCG@5 {full['ndcg_at_5']:.3f} on {res['pages']} held-out pages "
           f"= {full['ndcg_at_5'] / chance:.1f}x chance ({chance:.3f} for a random ranking)", flush=True)
+    spec = cfg.export.budgets.get("balanced")
+    if spec:  # the balanced budget at each page-vector precision evaluated
+        layers = spec[0] or max(r["layers"] for r in res["rows"])
+        same = [r for r in res["rows"] if (r["layers"], r["dim"], r["pool"]) == (layers, spec[1], spec[2])]
+        print("balanced budget by precision: " + ", ".join(
+            f"{r['precision']} nDCG@5 {r['ndcg_at_5']:.3f} at {r['bytes_per_page']:.0f} bytes/page" for r in same))
 
 
 def summary(cfg: Config, conf: list[str], out: Path) -> None:
@@ -146,6 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     query = next(held_out)["query"]
     sh([PY, "-m", "pipeline.serve", "index", *conf, "--alias", "balanced"])
     sh([PY, "-m", "pipeline.serve", "search", *conf, "--query", query, "-k", "3"])
+    if "balanced-bin" in cards:  # the same weights, page vectors stored as sign bits: 1/16 of the bytes
+        bits = ["--alias", "balanced-bin", "--index-dir", f"{cfg.serve.index_dir}-bin"]
+        sh([PY, "-m", "pipeline.serve", "index", *conf, *bits])
+        sh([PY, "-m", "pipeline.serve", "search", *conf, *bits, "--query", query, "-k", "3"])
     serve_http(cfg, conf, "balanced", query)
     summary(cfg, conf, out)
     print(f"\ndemo finished in {time.time() - t0:.0f} s")

@@ -19,7 +19,12 @@ BAD = [  # (override, the whole message)
     ("model.quantization=2bit", "model.quantization: '2bit' is not one of 'none', '8bit', '4bit'"),
     ("model.attn_implementation=flash", "model.attn_implementation: 'flash' is not one of 'auto', 'sdpa', 'eager', "
                                         "'flash_attention_2'"),
-    ("eval.index_dtype=int4", "eval.index_dtype: 'int4' is not one of 'float32', 'float16', 'bfloat16', 'int8'"),
+    ("eval.precisions=[fp16, int4]", "eval.precisions[1]: 'int4' is not one of 'fp16', 'int8', 'bin'"),
+    ("eval.precisions=[bin, bin]", "eval.precisions: must name each precision once, got ['bin', 'bin']"),
+    ("export.budgets={a: [0, 32, 2, int4]}", "export.budgets.a: must be [layers, dim >= 1, pool >= 1] or [layers, "
+                                              "dim, pool, precision (fp16|int8|bin)], got [0, 32, 2, 'int4']"),
+    ("export.budgets={a: [0, bin, 2]}", "export.budgets.a: must be [layers, dim >= 1, pool >= 1] or [layers, "
+                                         "dim, pool, precision (fp16|int8|bin)], got [0, 'bin', 2]"),
     ("render.image_format=webp", "render.image_format: 'webp' is not one of 'png', 'jpeg'"),
     ("render.split_by=folder", "render.split_by: 'folder' is not one of 'hash', 'path'"),
     ("synth.layout=spiral", "synth.layout: 'spiral' is not one of 'grid', 'free', 'rich'"),
@@ -41,7 +46,10 @@ BAD = [  # (override, the whole message)
     ("model.lora.r=-1", "model.lora.r: must be >= 0, got -1"),
     ("eval.run_depth=5", "eval.run_depth: must be >= 10, got 5"),
     ("eval.max_pages=0", "eval.max_pages: must be >= 1, got 0"),
-    ("export.budgets={a: [0, 0, 1]}", "export.budgets.a: must be [layers, dim >= 1, pool >= 1], got [0, 0, 1]"),
+    ("export.budgets={a: [0, 0, 1]}", "export.budgets.a: must be [layers, dim >= 1, pool >= 1] or [layers, dim, "
+                                      "pool, precision (fp16|int8|bin)], got [0, 0, 1]"),
+    ("export.budgets={a: [-1, 32, 1]}", "export.budgets.a: must be [layers, dim >= 1, pool >= 1] or [layers, dim, "
+                                        "pool, precision (fp16|int8|bin)], got [-1, 32, 1]"),
     ("promote.version=0", "promote.version: must be >= 1, got 0"),
     ("serve.port=70000", "serve.port: must be in [0, 65535], got 70000"),
     ("serve.max_rows=0", "serve.max_rows: must be >= 1, got 0"),
@@ -113,8 +121,8 @@ def _sections(cls):
             yield from _sections(tp)
 
 
-ENUMERATED = ["loss.budgets", "train.optimizer", "model.dtype", "model.quantization", "model.attn_implementation",
-              "eval.index_dtype", "render.image_format", "render.split_by", "synth.layout"]
+ENUMERATED = ["loss.budgets", "train.optimizer", "model.dtype", "model.quantization", "model.attn_implementation", "loss.qat",
+              "render.image_format", "render.split_by", "synth.layout"]
 
 
 def test_every_field_is_documented_and_enumerations_are_literals():

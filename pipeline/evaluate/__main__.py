@@ -38,9 +38,8 @@ def run(cfg: Config) -> dict:
     eval_set = open_eval_set(paths.eval_shards, cfg.eval.split, cfg.eval.parquet, cfg.eval.max_pages)
     retriever = Retriever.from_pretrained(model_dir, _model_cfg(cfg, model_dir))
     e = cfg.eval
-    grid = retriever_grid(retriever, cfg.model.widths, cfg.model.pools)
-    results = evaluate_budgets(retriever, eval_set, grid, e.batch_size, e.run_depth, e.index_dtype, e.timing_pages,
-                               e.progress)
+    grid = retriever_grid(retriever, cfg.model.widths, cfg.model.pools, e.precisions)
+    results = evaluate_budgets(retriever, eval_set, grid, e.batch_size, e.run_depth, e.timing_pages, e.progress)
     results.update(model=str(model_dir.resolve()), model_stamp=model_stamp(model_dir))
     run_info = paths.run.read_run_json()
     results["source_run"] = run_info["mlflow_run_id"] if run_info else None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from pipeline.configlib import NonNegInt, PosInt, Range, Section
+from pipeline.configlib import FieldError, NonNegInt, PosInt, Range, Section
+from pipeline.model.config import PRECISIONS, Precision
 
 
 @dataclass(kw_only=True)
@@ -28,11 +29,15 @@ class EvalConfig(Section):
     """A saved Retriever directory; null: <train.output_dir>/final."""
     run_depth: Annotated[int, Range(lo=10)] = 100
     """Pages kept per query in the ranked run (the metrics need 10)."""
-    index_dtype: Literal["float32", "float16", "bfloat16", "int8"] = "float16"
-    """Storage dtype that bytes/page counts and scoring rounds to."""
+    precisions: list[Precision] = field(default_factory=lambda: list(PRECISIONS))
+    """Page-vector precisions of the grid (each budget at each; pipeline/model/precision.py)."""
     timing_pages: NonNegInt = 16
     """Pages encoded per exit to time encoding (0: no timing)."""
     log_mlflow: bool = True
     """Log table, plot and metrics to the training run (<train.output_dir>/run.json)."""
     progress: bool = True
     """tqdm bars over pages and budgets (stderr)."""
+
+    def check(self) -> None:
+        if not self.precisions or len(set(self.precisions)) != len(self.precisions):
+            raise FieldError("precisions", f"must name each precision once, got {self.precisions}")

@@ -1,5 +1,6 @@
 """Evaluate one retriever over a grid of budgets: encode pages and queries once at every needed exit, apply each
-(width, pool), score with masked MaxSim, rank, and measure quality (pytrec_eval), bytes/page and encode time."""
+(width, pool), store pages at each precision, score with masked MaxSim from the stored codes, rank, and measure
+quality (pytrec_eval), bytes/page and encode time."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from tqdm import tqdm
 
 from pipeline.evaluate.cost import bytes_per_page, time_per_item
 from pipeline.evaluate.metrics import mean_metrics
-from pipeline.evaluate.quantize import stored
 from pipeline.model.budgets import Budget, apply_budget
 from pipeline.model.maxsim import maxsim_chunked
+from pipeline.model.precision import StoredPages
 from pipeline.model.vectors import MultiVector
 
 log = logging.getLogger(__name__)
@@ -77,14 +78,13 @@ def encode_eval_set(retriever, eval_set, exits: list[int], batch_size: int, keep
     return Encoded(keys, pages, queries, qids, qrels, sample, texts[:keep])
 
 
-def run_for_budget(enc: Encoded, budget: Budget, depth: int, index_dtype: str = "float16"
-                   ) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
+def run_for_budget(enc: Encoded, budget: Budget, depth: int) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
     """The ranked run at `budget` ({qid: {page key: score}}, top `depth` per query) and the stored vector count
-    per page [P]. Page vectors round-trip through the index dtype, so scores are those a stored index gives."""
+    per page [P]. Page vectors are stored at the budget's precision and scored from those codes, so the scores
+    are those a stored index gives."""
     p = apply_budget(enc.pages[budget.layers], budget.dim, budget.pool)
     q = apply_budget(enc.queries[budget.layers], budget.dim, 1)
-    p = MultiVector(stored(p.vectors, index_dtype), p.mask, p.grids)
-    scores = maxsim_chunked(q, p)  # [Q, P]
+    scores = maxsim_chunked(q, StoredPages.of(p, budget.precision))  # [Q, P]
     k = min(depth, scores.shape[1])
     top_s, top_i = scores.topk(k, dim=1)
     run = {}
@@ -109,21 +109,21 @@ def time_exits(retriever, images: list, texts: list[str], exits: list[int], repe
 
 
 def evaluate_budgets(retriever, eval_set, budgets: list[Budget], batch_size: int = 16, depth: int = 100,
-                     index_dtype: str = "float16", timing_pages: int = 16, progress: bool = True) -> dict:
+                     timing_pages: int = 16, progress: bool = True) -> dict:
     """Quality and cost of every budget on `eval_set` -> {"eval_set", "eval_fingerprint", "pages", "queries",
-    "index_dtype", "rows": [one dict per budget: budget, layers, dim, pool, metrics, bytes_per_page, ...]}."""
+    "rows": [one dict per budget: budget, layers, dim, pool, precision, metrics, bytes_per_page, ...]}."""
     exits = sorted({b.layers for b in budgets})
     retriever.eval()
     enc = encode_eval_set(retriever, eval_set, exits, batch_size, keep=timing_pages, progress=progress)
     timing = time_exits(retriever, enc.sample_images, enc.sample_texts, exits) if timing_pages > 0 else {}
     rows = []
     for b in tqdm(budgets, desc="budgets", disable=not progress):
-        run, counts = run_for_budget(enc, b, depth, index_dtype)
+        run, counts = run_for_budget(enc, b, depth)
         row = {"budget": str(b), **b.as_dict(), **mean_metrics(run, enc.qrels)}
         row["vectors_per_page"] = float(counts.float().mean())
-        row["bytes_per_page"] = bytes_per_page(counts, b.dim, index_dtype)
+        row["bytes_per_page"] = bytes_per_page(counts, b.dim, b.precision)
         row.update(timing.get(b.layers, {}))
         rows.append(row)
         log.info("%s nDCG@5 %.4f  %.0f bytes/page", b, row["ndcg_at_5"], row["bytes_per_page"])
     return {"eval_set": eval_set.name, "eval_fingerprint": eval_set.fingerprint, "pages": len(enc.page_keys),
-            "queries": len(enc.qids), "index_dtype": index_dtype, "rows": rows}
+            "queries": len(enc.qids), "rows": rows}

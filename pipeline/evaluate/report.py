@@ -9,8 +9,10 @@ from pathlib import Path
 
 from pipeline.layout.files import atomic_write
 from pipeline.layout.run import RESULTS
+from pipeline.model.precision import PRECISIONS
 
-COLUMNS = ["budget", "layers", "dim", "pool", "ndcg_at_5", "ndcg_at_10", "recall_at_1", "recall_at_5",
+MARKERS = {"fp16": "o", "int8": "s", "bin": "^"}
+COLUMNS = ["budget", "layers", "dim", "pool", "precision", "ndcg_at_5", "ndcg_at_10", "recall_at_1", "recall_at_5",
            "recall_at_10", "mrr_at_10", "vectors_per_page", "bytes_per_page", "encode_ms_per_page",
            "encode_ms_per_query"]
 
@@ -46,7 +48,7 @@ def write_tables(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
         w.writerows(rows)
     front = {r["budget"] for r in pareto_front(rows)}
     lines = [f"Eval set `{results['eval_set']}` (fingerprint `{results['eval_fingerprint']}`): "
-             f"{results['pages']} pages, {results['queries']} queries; index stored as {results['index_dtype']}; "
+             f"{results['pages']} pages, {results['queries']} queries; bytes/page at each budget's precision; "
              "`*` = Pareto-optimal (nDCG@5 vs bytes/page).", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -58,26 +60,31 @@ def write_tables(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
 
 
 def pareto_plot(results: dict, path: str | Path) -> Path:
-    """PNG of nDCG@5 against bytes/page (log x), one line per depth through its budgets ordered by bytes, and
-    the overall Pareto front dashed."""
+    """PNG of nDCG@5 against bytes/page (log x): one colour per depth, one marker per precision, a line through
+    each (depth, precision)'s budgets ordered by bytes, and the overall Pareto front dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = results["rows"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for layers in sorted({r["layers"] for r in rows}, reverse=True):
-        pts = sorted((r["bytes_per_page"], r["ndcg_at_5"]) for r in rows if r["layers"] == layers)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{layers} layers")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    precisions = [x for x in PRECISIONS if any(r.get("precision", "fp16") == x for r in rows)]
+    for i, layers in enumerate(sorted({r["layers"] for r in rows}, reverse=True)):
+        for x in precisions:
+            pts = sorted((r["bytes_per_page"], r["ndcg_at_5"]) for r in rows
+                         if r["layers"] == layers and r.get("precision", "fp16") == x)
+            label = f"{layers} layers" + (f", {x}" if len(precisions) > 1 else "")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=MARKERS[x], color=f"C{i}",
+                    ls="-" if x == "fp16" else ":", label=label)
     front = pareto_front(rows)
     ax.plot([r["bytes_per_page"] for r in front], [r["ndcg_at_5"] for r in front], "k--", lw=1, label="Pareto front")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel(f"index bytes per page ({results['index_dtype']})")
+    ax.set_xlabel("index bytes per page")
     ax.set_ylabel("nDCG@5")
     ax.set_title(f"Budget grid on {Path(str(results['eval_set'])).name} ({results['pages']} pages)")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small", ncol=2 if len(precisions) > 1 else 1)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

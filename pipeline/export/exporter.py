@@ -29,8 +29,7 @@ def current_results(results_file: Path, full, model_dir: Path, budgets: list[Bud
 
     e = eval_cfg
     eval_set = open_eval_set(eval_shards, e.split, e.parquet, e.max_pages)
-    return evaluate_budgets(full, eval_set, budgets, e.batch_size, e.run_depth, e.index_dtype, e.timing_pages,
-                            e.progress)
+    return evaluate_budgets(full, eval_set, budgets, e.batch_size, e.run_depth, e.timing_pages, e.progress)
 
 
 def export_variants(full, budgets: dict[str, Budget], results: dict, source_run: str | None,

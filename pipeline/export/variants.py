@@ -15,15 +15,16 @@ from pipeline.model.budgets import Budget
 log = logging.getLogger(__name__)
 
 
-def resolve_budget(spec: list[int], exits: list[int]) -> Budget:
-    """[layers (0: the last exit), dim, pool] -> Budget; the layer count must be an exit of the model."""
-    if len(spec) != 3:
-        raise ValueError(f"a budget is [layers, dim, pool], got {spec}")
-    layers, dim, pool = spec
+def resolve_budget(spec: list, exits: list[int]) -> Budget:
+    """[layers (0: the last exit), dim, pool(, precision)] -> Budget; the layer count must be an exit of the
+    model."""
+    if len(spec) not in (3, 4):
+        raise ValueError(f"a budget is [layers, dim, pool] or [layers, dim, pool, precision], got {spec}")
+    layers, dim, pool, *precision = spec
     layers = layers or max(exits)
     if layers not in exits:
         raise ValueError(f"budget {spec}: {layers} layers is not an exit of this model (exits {exits})")
-    return Budget(layers, dim, pool)
+    return Budget(layers, dim, pool, *precision)
 
 
 def row_for(results: dict | None, budget: Budget) -> dict | None:
@@ -35,8 +36,8 @@ def row_for(results: dict | None, budget: Budget) -> dict | None:
 
 
 def make_card(name: str, budget: Budget, results: dict, source_run: str | None) -> dict:
-    """card.json: budget, bytes/page and nDCG@5 measured on the named eval set (with its fingerprint), source run,
-    and every other measured metric of that budget."""
+    """card.json: budget (with its page-vector precision), bytes/page and nDCG@5 measured on the named eval set (with
+    its fingerprint), source run, and every other measured metric of that budget."""
     row = row_for(results, budget)
     if row is None:
         raise KeyError(f"no evaluation of {budget} in the results")
@@ -48,14 +49,13 @@ def make_card(name: str, budget: Budget, results: dict, source_run: str | None) 
         "eval_set": results["eval_set"],
         "eval_fingerprint": results["eval_fingerprint"],
         "source_run": source_run,
-        "index_dtype": results.get("index_dtype", "float16"),
-        "metrics": {k: v for k, v in row.items() if k not in ("budget", "layers", "dim", "pool")},
+        "metrics": {k: v for k, v in row.items() if k not in ("budget", "layers", "dim", "pool", "precision")},
     }
 
 
 def export_variant(full, budget: Budget, out_dir: str | Path, card: dict) -> Path:
-    """Save `full.for_budget(budget)` (only budget.layers decoder layers, head [hidden -> budget.dim]) and its
-    card to `out_dir`; returns the directory."""
+    """Save `full.for_budget(budget)` (only budget.layers decoder layers, head [hidden -> budget.dim], the budget
+    with its precision as the default) and its card to `out_dir`; returns the directory."""
     out = Path(out_dir)
     variant = full.for_budget(budget)
     variant.save_pretrained(out)

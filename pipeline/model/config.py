@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from pipeline.configlib import FieldError, NonNegInt, PosInt, Range, Section
+
+Precision = Literal["fp16", "int8", "bin"]  # how page vectors are stored: pipeline/model/precision.py
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
 
 @dataclass(kw_only=True)

@@ -6,6 +6,7 @@ from typing import Iterable
 
 import torch
 
+from pipeline.model.precision import StoredPages
 from pipeline.model.vectors import MultiVector
 
 
@@ -75,24 +76,32 @@ def _backward_gather(qv, pv, idx, grad, need_q: bool, need_p: bool):
 
 
 def _best_no_grad(qv: torch.Tensor, pv: torch.Tensor, pmask: torch.Tensor) -> torch.Tensor:
-    """Inference path: a plain GEMM, masked in place only when some page has padding (one host read of the mask,
-    fine outside the training step). [Bq, Nq, D], [Bp, Np, D], [Bp, Np] -> [Bq, Nq, Bp]."""
+    """Inference path: a plain GEMM. [Bq, Nq, D], [Bp, Np, D], [Bp, Np] -> [Bq, Nq, Bp]."""
     bq, nq, d = qv.shape
     bp, np_, _ = pv.shape
-    sim = (qv.reshape(bq * nq, d) @ pv.reshape(bp * np_, d).T).view(bq, nq, bp, np_)
+    return _masked_best((qv.reshape(bq * nq, d) @ pv.reshape(bp * np_, d).T).view(bq, nq, bp, np_), pmask)
+
+
+def _masked_best(sim: torch.Tensor, pmask: torch.Tensor) -> torch.Tensor:
+    """sim [Bq, Nq, Bp, Np] -> the best real page vector's score [Bq, Nq, Bp] (0 for a page with none); masks in
+    place only when some page has padding (one host read of the mask, fine outside the training step)."""
     if not bool(pmask.all()):
-        sim.masked_fill_(~pmask.view(1, 1, bp, np_), -PAD_SCORE)
+        sim.masked_fill_(~pmask.view(1, 1, *pmask.shape), -PAD_SCORE)
     best = sim.amax(dim=-1)
     return torch.where(best > -PAD_SCORE / 2, best, torch.zeros_like(best))
 
 
-def maxsim(q: MultiVector, p: MultiVector) -> torch.Tensor:
+def maxsim(q: MultiVector, p: MultiVector | StoredPages) -> torch.Tensor:
     """Score every query against every page: sum over real query vectors of the best dot product with a real
     page vector. Padding never contributes, so a page's score does not depend on its batch neighbours; a page
     with no real vector contributes 0 per query vector. Differentiable in both vector sets (no host sync then).
 
     q.vectors [Bq, Nq, D], p.vectors [Bp, Np, D] -> scores [Bq, Bp] (float32 for half inputs).
     """
+    if isinstance(p, StoredPages):  # scored from the codes; sums at float32 like half pages
+        bq, nq, d = q.vectors.shape
+        best = _masked_best(p.codes.dot(q.vectors.reshape(bq * nq, d)).view(bq, nq, *p.mask.shape), p.mask)
+        return torch.einsum("qnp,qn->qp", best, q.mask.to(best.device, best.dtype))
     pmask = p.mask.to(p.vectors.device)
     if torch.is_grad_enabled() and (q.vectors.requires_grad or p.vectors.requires_grad):
         best = _MaxSim.apply(q.vectors, p.vectors, pmask)  # [Bq, Nq, Bp]
@@ -104,10 +113,11 @@ def maxsim(q: MultiVector, p: MultiVector) -> torch.Tensor:
 
 
 def maxsim_chunked(
-    q: MultiVector, p: MultiVector, page_chunk: int = 512, query_chunk: int = 256
+    q: MultiVector, p: MultiVector | StoredPages, page_chunk: int = 512, query_chunk: int = 256
 ) -> torch.Tensor:
     """maxsim() in blocks so the [Bq, Nq, Bp, Np] similarity never exists whole; pages may live on another device
-    (e.g. a CPU-resident index) and move to the queries' device one chunk at a time.
+    (e.g. a CPU-resident index) and move to the queries' device one chunk at a time; stored pages are widened
+    to float one chunk at a time, never the whole index.
 
     q [Bq, Nq, D], p [Bp, Np, D] -> scores [Bq, Bp] on q's device (float32 for half inputs).
     """

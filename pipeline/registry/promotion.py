@@ -173,7 +173,7 @@ def _candidate(client: MlflowClient, name: str, version: int | None,
 
 def describe(client: MlflowClient, name: str) -> list[str]:
     """One line per version of `name` (newest first): budget, bytes/page, nDCG@5, eval fingerprint, aliases."""
-    lines = [f"{'version':>7} {'variant':>10} {'budget':>14} {'bytes/page':>10} {'nDCG@5':>7} {'eval':>16}  aliases"]
+    lines = [f"{'version':>7} {'variant':>12} {'budget':>18} {'bytes/page':>10} {'nDCG@5':>7} {'eval':>16}  aliases"]
     versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: -int(v.version))
     held: dict[str, list[str]] = {}
     for alias, version in (client.get_registered_model(name).aliases or {}).items():
@@ -181,7 +181,8 @@ def describe(client: MlflowClient, name: str) -> list[str]:
     for mv in versions:
         t = mv.tags or {}
         budget = f"L{t.get('budget.layers', '?')}-d{t.get('budget.dim', '?')}-p{t.get('budget.pool', '?')}"
-        lines.append(f"{mv.version:>7} {t.get('variant', ''):>10} {budget:>14} {_num(t.get('bytes_per_page')):10.0f} "
+        budget += "" if t.get("budget.precision", "fp16") == "fp16" else f"-{t['budget.precision']}"
+        lines.append(f"{mv.version:>7} {t.get('variant', ''):>12} {budget:>18} {_num(t.get('bytes_per_page')):10.0f} "
                      f"{_num(t.get('ndcg_at_5')):7.4f} {t.get('eval_fingerprint', ''):>16}  "
                      f"{','.join(sorted(held.get(str(mv.version), [])))}")
     return lines

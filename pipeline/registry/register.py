@@ -16,11 +16,12 @@ REQUIREMENTS = ["torch", "transformers", "safetensors", "tokenizers", "pillow", 
 
 
 def variant_tags(card: dict) -> dict[str, str]:
-    """The registry tags of a variant card: budget.layers/dim/pool, bytes_per_page, ndcg_at_5, eval fingerprint,
-    eval set, source run, variant name."""
+    """The registry tags of a variant card: budget.layers/dim/pool/precision, bytes_per_page, ndcg_at_5, eval
+    fingerprint, eval set, source run, variant name."""
     b = card["budget"]
     return {
         "budget.layers": str(b["layers"]), "budget.dim": str(b["dim"]), "budget.pool": str(b["pool"]),
+        "budget.precision": b.get("precision", "fp16"),
         "bytes_per_page": repr(float(card["bytes_per_page"])), "ndcg_at_5": repr(float(card["ndcg_at_5"])),
         "eval_fingerprint": card["eval_fingerprint"], "eval_set": str(card["eval_set"]),
         "source_run": str(card.get("source_run") or ""), "variant": str(card.get("name", "")),
@@ -71,7 +72,8 @@ def register_variant(variant_dir: str | Path, card: dict, tracking):
     b = card["budget"]
     client.update_model_version(
         tracking.registered_model, mv.version,
-        description=f"variant '{card.get('name')}': {b['layers']} layers, dim {b['dim']}, pool {b['pool']}; "
+        description=f"variant '{card.get('name')}': {b['layers']} layers, dim {b['dim']}, pool {b['pool']}, "
+                    f"{b.get('precision', 'fp16')} page vectors; "
                     f"{card['bytes_per_page']:.0f} bytes/page; nDCG@5 {card['ndcg_at_5']:.4f} on {card['eval_set']}")
     log.info("registered %s v%s (%s)", tracking.registered_model, mv.version, card.get("name"))
     return mv

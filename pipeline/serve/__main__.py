@@ -73,8 +73,10 @@ def cmd_index(cfg: Config) -> int:
     except ValueError as e:
         log.error("%s", e)
         return 1
-    log.info("indexed %d pages (%d vectors, %d bytes) from %s at %s (v%s) -> %s", len(index.keys),
-             index.vectors.shape[0], index.vectors.numel() * 2, shards, uri, info["version"], out)
+    h = index.header()
+    log.info("indexed %d pages (%d vectors at %s, %d bytes of codes = %.0f bytes/page) from %s at %s (v%s) -> %s",
+             len(index.keys), h["vectors"], h["precision"], h["codes_bytes"], h["codes_bytes"] / max(len(index.keys), 1),
+             shards, uri, info["version"], out)
     return 0
 
 

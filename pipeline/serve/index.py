@@ -1,8 +1,10 @@
 """An on-disk multi-vector index of pages at one registered variant, and top-k MaxSim search over it.
 
-Layout of an index directory: `index.safetensors` with `vectors` [T, dim] (all pages' vectors, concatenated,
-stored as float16) and `offsets` [P + 1] int64 (page i owns rows offsets[i]:offsets[i+1]); `index.json` with the
-page keys, the model URI, registry version, budget and eval fingerprint of the variant that encoded them.
+Layout of an index directory: `index.safetensors` with `codes` (all pages' vectors, concatenated, at the variant's
+precision: float16 [T, dim], int8 [T, dim] with float16 `scales` [T, 1], or packed sign bits uint8
+[T, ceil(dim / 8)]) and `offsets` [P + 1] int64 (page i owns rows offsets[i]:offsets[i+1]); `index.json` with
+the precision, dim, the codes' bytes, the page keys, the model URI, registry version, budget and eval fingerprint
+of the variant that encoded them. Search scores float queries against the codes a block of pages at a time.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from tqdm import tqdm
 
 from pipeline.layout.files import atomic_directory
 from pipeline.model.maxsim import topk_stream
+from pipeline.model.precision import Codes, StoredPages, quantize
 from pipeline.model.vectors import MultiVector
 
 log = logging.getLogger(__name__)
-STORE_DTYPE = torch.float16
 FILES = ("index.safetensors", "index.json")
 
 
@@ -39,12 +41,18 @@ def pad(items: list[torch.Tensor]) -> MultiVector:
 
 @dataclass
 class Index:
-    """vectors [T, dim] float16, offsets [P + 1] long, page keys [P], and where the vectors came from."""
+    """Every page's vectors as codes [T, ...] at one precision, offsets [P + 1] long, page keys [P], and where the
+    vectors came from (info: model URI, version, budget, ...)."""
 
-    vectors: torch.Tensor
+    codes: Codes
     offsets: torch.Tensor
     keys: list[str]
     info: dict
+
+    def header(self) -> dict:
+        """What index.json says about the stored vectors: precision, dim, vector count and the codes' bytes."""
+        c = self.codes
+        return {"precision": c.precision, "dim": c.dim, "vectors": int(c.data.shape[0]), "codes_bytes": c.nbytes}
 
     def save(self, directory: str | Path) -> Path:
         """Write both files into a temporary sibling directory renamed over `directory` whole: a reader finds the
@@ -55,28 +63,32 @@ class Index:
             raise ValueError(f"{out}: not an index directory (holds other files); give serve.index_dir a new or "
                              "index-only directory")
         with atomic_directory(out) as tmp:
-            save_file({"vectors": self.vectors.contiguous(), "offsets": self.offsets}, str(tmp / FILES[0]))
-            (tmp / FILES[1]).write_text(json.dumps({**self.info, "keys": self.keys}))
+            save_file({**self.codes.tensors(), "offsets": self.offsets}, str(tmp / FILES[0]))
+            (tmp / FILES[1]).write_text(json.dumps({**self.info, **self.header(), "keys": self.keys}))
         return out
 
     @staticmethod
     def load(directory: str | Path) -> "Index":
+        """The index in `directory`; ValueError (one line) when its tensors are not what its header says."""
         d = Path(directory)
         tensors = load_file(str(d / FILES[0]))
         info = json.loads((d / FILES[1]).read_text())
         keys = info.pop("keys")
-        return Index(tensors["vectors"], tensors["offsets"], keys, info)
+        codes = Codes.from_tensors(tensors, info.get("precision", "fp16"), int(info["dim"]))
+        offsets = tensors["offsets"]
+        if offsets.numel() != len(keys) + 1 or int(offsets[-1]) != codes.data.shape[0]:
+            raise ValueError(f"{d}: offsets do not cover {len(keys)} pages and {codes.data.shape[0]} vectors")
+        return Index(codes, offsets, keys, info)
 
-    def pages(self, start: int, stop: int) -> MultiVector:
-        """Pages [start, stop) as a padded float32 MultiVector [stop - start, max n, dim] (one gather, no loop)."""
+    def pages(self, start: int, stop: int) -> StoredPages:
+        """Pages [start, stop) as padded codes [stop - start, max n, ...] with their mask (one gather, no loop)."""
         stop = min(stop, len(self.keys))
         first, lengths = self.offsets[start:stop], self.offsets[start + 1 : stop + 1] - self.offsets[start:stop]
         n = max(int(lengths.max()), 1) if stop > start else 1
         slot = torch.arange(n)
         mask = slot[None, :] < lengths[:, None]  # [b, n]
-        rows = (first[:, None] + slot[None, :]).clamp(max=max(len(self.vectors) - 1, 0))
-        vectors = self.vectors[rows].float() * mask[..., None]
-        return MultiVector(vectors, mask)
+        rows = (first[:, None] + slot[None, :]).clamp(max=max(self.codes.data.shape[0] - 1, 0))
+        return StoredPages(self.codes.index(rows), mask)
 
     def chunks(self, size: int = 512):
         for start in range(0, len(self.keys), size):
@@ -85,14 +97,14 @@ class Index:
 
 def build_index(retriever, pages, info: dict, batch_size: int = 16, progress: bool = True) -> Index:
     """Encode `pages` (an iterable of EvalPage-like objects with .key and .image) at the retriever's default
-    budget into an Index."""
+    budget into an Index stored at that budget's precision."""
     keys, parts, counts, batch = [], [], [0], []
     bar = tqdm(desc="index pages", unit="page", disable=not progress)
 
     def flush():
         for page, v in zip(batch, retriever.embed(pages=[p.image for p in batch], batch_size=batch_size)):
             keys.append(page.key)
-            parts.append(v.to(STORE_DTYPE).cpu())
+            parts.append(v.float().cpu())
             counts.append(counts[-1] + v.shape[0])
         bar.update(len(batch))
         batch.clear()
@@ -104,9 +116,9 @@ def build_index(retriever, pages, info: dict, batch_size: int = 16, progress: bo
     if batch:
         flush()
     bar.close()
-    dim = retriever.default_budget.dim
-    vectors = torch.cat(parts) if parts else torch.zeros(0, dim, dtype=STORE_DTYPE)
-    return Index(vectors, torch.tensor(counts, dtype=torch.long), keys, {**info, "dtype": "float16", "dim": dim})
+    budget = retriever.default_budget
+    vectors = torch.cat(parts) if parts else torch.zeros(0, budget.dim)
+    return Index(quantize(vectors, budget.precision), torch.tensor(counts, dtype=torch.long), keys, info)
 
 
 @torch.no_grad()

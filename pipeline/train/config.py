@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.configlib import FieldError, NonNegFloat, NonNegInt, PosFloat, PosInt, Section
+from pipeline.model.config import PRECISIONS
 
 # Database stores whose runs would otherwise put artifacts under the current directory (./mlruns).
 _DB_SCHEMES = ("postgresql", "mysql", "mssql", "oracle")
@@ -42,6 +43,9 @@ class LossConfig(Section):
     """Divide the weighted sum by the sum of weights (scale independent of the number of budgets)."""
     sample_seed: int = 0
     """sample_k draws are seeded by (sample_seed, step)."""
+    qat: Literal["none", "int8", "bin"] = "none"
+    """Quantisation-aware training: every budget trained at a step except the full one is also trained with its page
+    vectors at this precision (straight-through: quantised forward, identity gradient), at small_weight."""
 
     def check(self) -> None:
         if self.full_weight == 0 and self.small_weight == 0 and self.distill_weight == 0:
@@ -88,12 +92,14 @@ class TrainConfig(Section):
     """Steps between in-training evaluations of nDCG@5 at curve_budgets on the eval section's set (the learning
     curve, to MLflow and metrics.jsonl; every rank encodes, rank 0 logs); 0: none."""
     curve_budgets: list[str] = field(default_factory=lambda: ["full"])
-    """Budgets of the learning curve: full (the full budget) or names like L2-d32-p2."""
+    """Budgets of the learning curve: full (the full budget) or names like L2-d32-p2 or L2-d32-p2-bin."""
 
     def check(self) -> None:
-        bad = [n for n in self.curve_budgets if n != "full" and not re.fullmatch(r"L\d+-d\d+-p\d+", n)]
+        budget = r"L\d+-d\d+-p\d+(-(" + "|".join(PRECISIONS) + "))?"
+        bad = [n for n in self.curve_budgets if n != "full" and not re.fullmatch(budget, n)]
         if bad:
-            raise FieldError("curve_budgets", f"{bad[0]!r} is neither full nor a budget like L2-d32-p2")
+            raise FieldError("curve_budgets", f"{bad[0]!r} is neither full nor a budget like L2-d32-p2 or "
+                                              "L2-d32-p2-bin")
 
 
 @dataclass(kw_only=True)

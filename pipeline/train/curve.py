@@ -1,7 +1,7 @@
 """The learning curve: nDCG@5 at a few budgets on the eval set, measured inside training every train.eval_every steps.
 
-Scores come from the evaluation stage's own functions (encode once per exit, apply the budget, MaxSim through the
-index dtype, pytrec_eval), so the value at the last step equals what `python -m pipeline.evaluate` reports for the
+Scores come from the evaluation stage's own functions (encode once per exit, apply the budget, MaxSim over the
+stored codes at the budget's precision, pytrec_eval), so the value at the last step equals what `python -m pipeline.evaluate` reports for the
 final weights. Under ZeRO-3 every rank runs the same forwards (parameters are gathered per module); only rank 0
 logs. Training state is untouched: no gradients, and the train/eval mode is restored.
 """
@@ -12,13 +12,14 @@ import torch
 
 from pipeline.config import Config
 from pipeline.model.budgets import Budget, full_budget, retriever_grid
+from pipeline.model.precision import PRECISIONS
 
 
 class Curve:
     """nDCG@5 at `cfg.train.curve_budgets` of `retriever` on the eval section's set."""
 
     def __init__(self, cfg: Config, retriever) -> None:
-        grid = retriever_grid(retriever, cfg.model.widths, cfg.model.pools)
+        grid = retriever_grid(retriever, cfg.model.widths, cfg.model.pools, PRECISIONS)
         self.budgets = [full_budget(grid) if n == "full" else Budget.parse(n) for n in cfg.train.curve_budgets]
         missing = [str(b) for b in self.budgets if b not in grid]
         if missing:
@@ -48,5 +49,5 @@ class Curve:
             enc = encode_eval_set(retriever, eval_set, exits, e.batch_size, keep=0, progress=False)
         finally:
             retriever.train(was_training)
-        return {f"ndcg_at_5/{b}": mean_metrics(run_for_budget(enc, b, e.run_depth, e.index_dtype)[0],
+        return {f"ndcg_at_5/{b}": mean_metrics(run_for_budget(enc, b, e.run_depth)[0],
                                                enc.qrels)["ndcg_at_5"] for b in self.budgets}

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from pipeline.config import LossConfig
 from pipeline.model.budgets import Budget, apply_budget, full_budget
 from pipeline.model.maxsim import maxsim
+from pipeline.model.precision import fake_quantize
 from pipeline.model.vectors import MultiVector
 
 
@@ -38,7 +39,8 @@ def select_budgets(grid: list[Budget], cfg: LossConfig, step: int) -> list[Budge
     (candidates: the rest of the grid, or of its finest pool); full fixes only it; diagonal fixes diagonal(grid)
     (candidates: the rest of the grid, none unless sample_k > 0); only fixes cfg.only. Every candidate is trained
     when sample_k is 0 (grid, 2d), else k of them drawn without replacement, seeded by (sample_seed, step).
-    Returns the fixed budgets first, then the drawn ones in grid order.
+    With cfg.qat, each of them but the full budget follows again at that precision (its page vectors quantised
+    in the forward pass). Returns the fixed budgets first, then the drawn ones in grid order, then the quantised.
     """
     full = full_budget(grid)
     if cfg.budgets == "only":
@@ -46,7 +48,7 @@ def select_budgets(grid: list[Budget], cfg: LossConfig, step: int) -> list[Budge
         if only not in grid:
             raise ValueError(f"loss.only {list(cfg.only)} is not in the budget grid (exits "
                              f"{sorted({b.layers for b in grid})}, model.widths, model.pools)")
-        return [only]
+        return _with_qat([only], full, cfg)
     fixed = diagonal(grid) if cfg.budgets == "diagonal" else [full]
     if cfg.budgets == "full":
         rest = []
@@ -60,7 +62,13 @@ def select_budgets(grid: list[Budget], cfg: LossConfig, step: int) -> list[Budge
         rng = random.Random(f"{cfg.sample_seed}:{step}")
         chosen = set(rng.sample(range(len(rest)), cfg.sample_k))
         rest = [b for i, b in enumerate(rest) if i in chosen]
-    return fixed + rest
+    return _with_qat(fixed + rest, full, cfg)
+
+
+def _with_qat(budgets: list[Budget], full: Budget, cfg: LossConfig) -> list[Budget]:
+    if cfg.qat == "none":
+        return budgets
+    return budgets + [Budget(b.layers, b.dim, b.pool, cfg.qat) for b in budgets if b != full]
 
 
 def distill_weight(cfg: LossConfig, step: int) -> float:
@@ -72,14 +80,18 @@ def distill_weight(cfg: LossConfig, step: int) -> float:
 
 def budget_scores(q: dict[int, MultiVector], p: dict[int, MultiVector], budget: Budget,
                   cache: dict | None = None) -> torch.Tensor:
-    """MaxSim scores at one budget from full-width vectors of its exit: [Bq, Bp]. `cache` (a dict shared over one
-    loss call) reuses the width-sliced vectors of an (exit, dim) across pool factors."""
+    """MaxSim scores at one budget from full-width vectors of its exit: [Bq, Bp]; page vectors at a precision below
+    fp16 are quantised straight-through. `cache` (a dict shared over one loss call) reuses the width-sliced
+    vectors of an (exit, dim) across pool factors."""
     cache = {} if cache is None else cache
     key = (budget.layers, budget.dim)
     if key not in cache:
         cache[key] = (apply_budget(q[budget.layers], budget.dim, 1), apply_budget(p[budget.layers], budget.dim, 1))
     qb, pb = cache[key]
-    return maxsim(qb, apply_budget(pb, budget.dim, budget.pool))
+    pages = apply_budget(pb, budget.dim, budget.pool)
+    if budget.precision != "fp16":
+        pages = MultiVector(fake_quantize(pages.vectors, budget.precision), pages.mask, pages.grids)
+    return maxsim(qb, pages)
 
 
 def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:

@@ -18,13 +18,14 @@ from pipeline.registry.register import ensure_experiment
 from tests.evaluate.test_metrics import hand_metrics
 from tests.export.chain import config, trained
 from tests.model.reference import ref_maxsim
+from tests.model.test_precision import half, hand_bin, hand_int8
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, tiny_qwen2vl_dir):
     model_dir, shards = trained(tmp_path_factory, tiny_qwen2vl_dir)
     out = tmp_path_factory.mktemp("eval")
-    cfg = config(tmp_path_factory, tiny_qwen2vl_dir, f"eval.output_dir={out}", "eval.index_dtype=float32",
+    cfg = config(tmp_path_factory, tiny_qwen2vl_dir, f"eval.output_dir={out}", "eval.precisions=[fp16, int8, bin]",
                  "model.widths=[128, 32]", "model.pools=[1, 2]")
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     experiment = ensure_experiment(mlflow.MlflowClient(cfg.tracking.tracking_uri), cfg.tracking)  # artifacts in tmp
@@ -43,22 +44,26 @@ def evaluated(tmp_path_factory, tiny_qwen2vl_dir):
 def test_rows_match_brute_force_reference(evaluated):
     model_dir, shards, _, results, _, _ = evaluated
     rows = {r["budget"]: r for r in results["rows"]}
-    assert len(rows) == 4 * 2 * 2 and results["pages"] == 12 and results["queries"] == 12
+    assert len(rows) == 4 * 2 * 2 * 3 and results["pages"] == 12 and results["queries"] == 12
     retriever = Retriever.from_pretrained(model_dir).eval()
     pages = list(ShardEvalSet(shards, "train").pages())
-    for budget in [Budget(2, 32, 2), Budget(4, 128, 1)]:
+    stored = {"fp16": lambda v: [half(x) for x in v], "int8": hand_int8, "bin": hand_bin}  # by hand, per vector
+    for budget in [Budget(2, 32, 2), Budget(4, 128, 1), Budget(2, 32, 2, "bin"), Budget(4, 128, 1, "int8")]:
         pv = retriever.embed(pages=[p.image for p in pages], budget=budget)
         qv = retriever.embed(queries=[p.queries[0] for p in pages], budget=budget)
-        scores = ref_maxsim([q.tolist() for q in qv], [p.tolist() for p in pv])
+        hand_pages = [[stored[budget.precision](v) for v in p.tolist()] for p in pv]
+        scores = ref_maxsim([q.tolist() for q in qv], hand_pages)
         hand = []
         for i, row in enumerate(scores):
-            order = [pages[j].key for j in sorted(range(len(pages)), key=lambda j: -row[j])]
+            # trec_eval's order: score descending, ties (pages with the same sign bits) by page key descending
+            order = [pages[j].key for j in sorted(range(len(pages)), key=lambda j: (row[j], pages[j].key), reverse=True)]
             hand.append(hand_metrics(order, {pages[i].key: 1}))
         got = rows[str(budget)]
         for m in hand[0]:
             assert got[m] == pytest.approx(sum(h[m] for h in hand) / len(hand), abs=1e-9), (budget, m)
-        # 4 x 4 grid per page: ceil(4/p)^2 vectors x dim x 4 bytes (float32 index here).
-        assert got["bytes_per_page"] == (-(-4 // budget.pool)) ** 2 * budget.dim * 4
+        # 4 x 4 grid per page: ceil(4/p)^2 vectors x (2 dim | dim + 2 | dim / 8) bytes.
+        per_vector = {"fp16": 2 * budget.dim, "int8": budget.dim + 2, "bin": budget.dim // 8}[budget.precision]
+        assert got["bytes_per_page"] == (-(-4 // budget.pool)) ** 2 * per_vector and got["precision"] == budget.precision
         assert got["encode_ms_per_page"] > 0
 
 

@@ -102,7 +102,8 @@ def test_bytes_per_page_exact_against_stored_vectors():
         assert bytes_per_page(counts, dim) == float(counts.sum()) * dim * 2 / len(grids)
     # By hand: a 4 x 4 page at pool 2 keeps 4 vectors; 4 x 32 dims x 2 bytes = 256 bytes.
     assert bytes_per_page_from_grids(torch.tensor([[4, 4]]), 32, 2) == 256.0
-    assert bytes_per_page_from_grids(torch.tensor([[3, 5]]), 16, 2, dtype="float32") == 6 * 16 * 4
+    assert bytes_per_page_from_grids(torch.tensor([[3, 5]]), 16, 2, "int8") == 6 * (16 + 2)  # + a float16 scale
+    assert bytes_per_page_from_grids(torch.tensor([[3, 5]]), 16, 2, "bin") == 6 * 2  # 16 sign bits
 
 
 def test_chance_ndcg_matches_random_rankings():

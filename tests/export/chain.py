@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline.config import load_config
 
-EXPORT_BUDGETS = {"full": [0, 128, 1], "half": [2, 32, 2], "quarter": [1, 16, 4]}
+EXPORT_BUDGETS = {"full": [0, 128, 1], "half": [2, 32, 2], "half-bin": [2, 32, 2, "bin"], "quarter": [1, 16, 4]}
 NAME = "retriever-test"
 
 

@@ -89,13 +89,17 @@ def test_cards_carry_budget_and_measured_quality(setup):
     fp = ShardEvalSet(shards, "train").fingerprint
     for name, (path, card) in variants.items():
         spec = EXPORT_BUDGETS[name]
-        layers = spec[0] or 4
-        assert card["budget"] == {"layers": layers, "dim": spec[1], "pool": spec[2]}
-        # 112 x 112 pages: a 4 x 4 grid -> ceil(4/p)^2 vectors x dim x 2 bytes (float16 index).
-        assert card["bytes_per_page"] == (-(-4 // spec[2])) ** 2 * spec[1] * 2
+        layers, precision = spec[0] or 4, (spec[3:] or ["fp16"])[0]
+        assert card["budget"] == {"layers": layers, "dim": spec[1], "pool": spec[2], "precision": precision}
+        # 112 x 112 pages: a 4 x 4 grid -> ceil(4/p)^2 vectors x (dim x 2 bytes at fp16 | dim / 8 bytes as bits).
+        per_vector = spec[1] * 2 if precision == "fp16" else spec[1] // 8
+        assert card["bytes_per_page"] == (-(-4 // spec[2])) ** 2 * per_vector
         assert card["eval_fingerprint"] == fp and 0.0 <= card["ndcg_at_5"] <= 1.0
         assert card["metrics"]["ndcg_at_5"] == card["ndcg_at_5"]
         on_disk = json.loads((path / "card.json").read_text())
         assert on_disk["budget"] == card["budget"]
         rc = json.loads((path / "retriever_config.json").read_text())
         assert rc["exits"] == [layers] and rc["default_budget"] == card["budget"]
+    # Same weights at another precision: the bit variant's quality is its own measurement, its bytes 1/16.
+    half, bits = variants["half"][1], variants["half-bin"][1]
+    assert bits["bytes_per_page"] * 16 == half["bytes_per_page"]

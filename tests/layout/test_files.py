@@ -9,6 +9,7 @@ import torch
 
 from pipeline.layout import files
 from pipeline.layout.files import atomic_directory, atomic_write, sha256_file
+from pipeline.model.precision import quantize
 from pipeline.serve.index import Index
 
 
@@ -50,9 +51,9 @@ def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
 
 
 def test_serve_index_is_written_whole(tmp_path, monkeypatch):
-    old = Index(torch.ones(3, 4, dtype=torch.float16), torch.tensor([0, 1, 3]), ["a", "b"], {"version": 1})
+    old = Index(quantize(torch.ones(3, 4), "int8"), torch.tensor([0, 1, 3]), ["a", "b"], {"version": 1})
     old.save(tmp_path / "index")
-    new = Index(torch.zeros(2, 4, dtype=torch.float16), torch.tensor([0, 2]), ["c"], {"version": 2})
+    new = Index(quantize(torch.zeros(2, 4), "int8"), torch.tensor([0, 2]), ["c"], {"version": 2})
 
     def crash(*args, **kwargs):  # dies after the tensors, before the keys
         raise KeyboardInterrupt
@@ -62,14 +63,14 @@ def test_serve_index_is_written_whole(tmp_path, monkeypatch):
         new.save(tmp_path / "index")
     monkeypatch.undo()
     back = Index.load(tmp_path / "index")
-    assert back.keys == ["a", "b"] and back.info["version"] == 1 and torch.equal(back.vectors, old.vectors)
+    assert back.keys == ["a", "b"] and back.info["version"] == 1 and torch.equal(back.codes.data, old.codes.data)
     new.save(tmp_path / "index")
     assert Index.load(tmp_path / "index").keys == ["c"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
 
 
 def test_serve_index_never_replaces_a_directory_holding_other_files(tmp_path):
-    index = Index(torch.ones(1, 4, dtype=torch.float16), torch.tensor([0, 1]), ["a"], {})
+    index = Index(quantize(torch.ones(1, 4), "bin"), torch.tensor([0, 1]), ["a"], {})
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match=rf"^{tmp_path}: not an index directory \(holds other files\)"):
         index.save(tmp_path)

@@ -17,9 +17,11 @@ from pipeline.registry.pyfunc import encode_image
 from pipeline.serve.__main__ import main as serve_main
 from tests.export.chain import NAME, config, exported, registered, trained
 from tests.model.reference import ref_maxsim
+from tests.model.test_precision import half, hand_bin
 from tests.registry.servers import free_port, process
 
 ALIAS = "serving"
+ALIASES = {"half": ALIAS, "half-bin": "serving-bin"}  # the same weights, page vectors stored at fp16 / as bits
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,8 @@ def served(tmp_path_factory, tiny_qwen2vl_dir):
     cfg = config(tmp_path_factory, tiny_qwen2vl_dir)
     cards = registered(tmp_path_factory, tiny_qwen2vl_dir)
     client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri, registry_uri=cfg.tracking.tracking_uri)
-    promote(client, NAME, ALIAS, 0.0, version=cards["half"]["registered"]["version"])
+    for variant, alias in ALIASES.items():
+        promote(client, NAME, alias, 0.0, version=cards[variant]["registered"]["version"])
     retriever, _ = load_variant(exported(tmp_path_factory, tiny_qwen2vl_dir)["half"][0])
     return cfg, client, cards, retriever, trained(tmp_path_factory, tiny_qwen2vl_dir)[1]
 
@@ -57,29 +60,37 @@ def test_http_serving_matches_direct_encoding(served, tmp_path):
     assert torch.tensor(preds[2]["vectors"]).shape == (6, 32)  # a 4 x 6 grid pooled by 2, dim 32
 
 
-def test_index_and_search_match_brute_force(served, tmp_path, capsys):
+@pytest.mark.parametrize("variant", list(ALIASES))
+def test_index_and_search_match_brute_force(served, tmp_path, capsys, variant):
+    """The index stores the variant's precision (bytes on disk = the card's bytes/page x pages + header and offsets)
+    and search ranks as brute-force MaxSim over the pages quantised by hand."""
     cfg, client, cards, retriever, shards = served
-    common = ["--tracking-uri", cfg.tracking.tracking_uri, "--model", NAME, "--alias", ALIAS,
+    alias, precision = ALIASES[variant], cards[variant]["budget"]["precision"]
+    common = ["--tracking-uri", cfg.tracking.tracking_uri, "--model", NAME, "--alias", alias,
               "--index-dir", str(tmp_path / "index")]
     assert serve_main(["index", *common, "--shards", str(shards), "--split", "train"]) == 0
     pages = list(ShardEvalSet(shards, "train").pages())
     index_bytes = (tmp_path / "index" / "index.safetensors").stat().st_size
-    vector_bytes = len(pages) * cards["half"]["bytes_per_page"]  # float16 vectors: the card's bytes/page, exactly
-    assert vector_bytes <= index_bytes < vector_bytes + 1024
+    vector_bytes = len(pages) * cards[variant]["bytes_per_page"]  # the codes: the card's bytes/page, exactly
+    offsets_bytes = (len(pages) + 1) * 8
+    assert vector_bytes + offsets_bytes < index_bytes < vector_bytes + offsets_bytes + 512
+    header = json.loads((tmp_path / "index" / "index.json").read_text())
+    assert header["precision"] == precision and header["codes_bytes"] == vector_bytes and header["dim"] == 32
     queries = [pages[3].queries[0], pages[7].queries[0]]
     capsys.readouterr()
     assert serve_main(["search", *common, "--query", queries[0], "--query", queries[1], "-k", "3"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    pv = [v.half().float() for v in retriever.embed(pages=[p.image for p in pages])]  # as stored
+    stored = {"fp16": lambda v: [half(x) for x in v], "bin": hand_bin}[precision]
+    pv = [[stored(v) for v in page.tolist()] for page in retriever.embed(pages=[p.image for p in pages])]
     qv = retriever.embed(queries=queries)
-    scores = ref_maxsim([q.tolist() for q in qv], [p.tolist() for p in pv])
+    scores = ref_maxsim([q.tolist() for q in qv], pv)
     for line, query, row in zip(lines, queries, scores):
         best = sorted(range(len(pages)), key=lambda j: -row[j])[:3]
         assert line["query"] == query and [h["key"] for h in line["results"]] == [pages[j].key for j in best]
         assert [h["score"] for h in line["results"]] == pytest.approx([row[j] for j in best], abs=1e-4)
     # The alias moves to another version: the index no longer matches it, and search refuses.
-    client.set_registered_model_alias(NAME, ALIAS, str(cards["full"]["registered"]["version"]))
+    client.set_registered_model_alias(NAME, alias, str(cards["full"]["registered"]["version"]))
     try:
         assert serve_main(["search", *common, "--query", queries[0]]) == 1
     finally:
-        client.set_registered_model_alias(NAME, ALIAS, str(cards["half"]["registered"]["version"]))
+        client.set_registered_model_alias(NAME, alias, str(cards[variant]["registered"]["version"]))

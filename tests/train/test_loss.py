@@ -155,3 +155,47 @@ def test_distillation_ramps_linearly():
     for step, frac in [(0, 0.0), (4, 0.4), (10, 1.0), (25, 1.0)]:
         got = matryoshka_loss(q, p, grid, ramped, step=step)[0].item()
         assert got == pytest.approx(plain + frac * kl_part, rel=1e-9), step
+
+
+def test_qat_budgets_follow_the_selection():
+    grid = budget_grid([1, 2, 3, 4], [128, 64, 32, 16], [1, 2, 4])
+    cfg = LossConfig(budgets="diagonal", sample_k=2, qat="bin")
+    for step in range(5):
+        chosen = select_budgets(grid, cfg, step)
+        plain = select_budgets(grid, dataclasses.replace(cfg, qat="none"), step)
+        assert chosen == plain + [Budget(b.layers, b.dim, b.pool, "bin") for b in plain[1:]]  # all but the full one
+    assert select_budgets(grid, LossConfig(budgets="only", only=[2, 32, 2], qat="int8"), 0) == [
+        Budget(2, 32, 2), Budget(2, 32, 2, "int8")]
+
+
+@pytest.mark.parametrize("precision", ["bin", "int8"])
+def test_qat_is_straight_through(precision):
+    """At a quantised budget the loss is the loss over hand-quantised pages (plain-Python reference), and the
+    gradient reaching the float page vectors is the gradient the quantised values would get (identity STE)."""
+    from tests.model.test_precision import hand_bin, hand_int8
+
+    hand = {"bin": hand_bin, "int8": hand_int8}[precision]
+    q, p = make_inputs(4)
+    cfg = LossConfig(temperature=0.1)
+    labels = torch.tensor([2, 0, 1])
+    budget = Budget(2, 8, 1, precision)  # full width, no pooling: the budget leaves the vectors as they are
+    total, _ = matryoshka_loss(q, p, [budget], cfg, labels)
+    pages = [[hand(v) for v in p[2].vectors[j, : h * w].tolist()] for j, (h, w) in enumerate(PAGE_GRIDS)]
+    qs = [q[2].vectors[i][q[2].mask[i]].tolist() for i in range(3)]
+    want = ref_ce([[s / cfg.temperature for s in row] for row in ref_maxsim(qs, pages)], labels.tolist())
+    assert total.item() == pytest.approx(want, rel=1e-6)
+    total.backward()
+    quantised = torch.zeros_like(p[2].vectors)
+    for j, (h, w) in enumerate(PAGE_GRIDS):
+        quantised[j, : h * w] = torch.tensor(pages[j], dtype=quantised.dtype)
+    leaf = quantised.clone().requires_grad_()
+    q2 = {2: MultiVector(q[2].vectors.detach(), q[2].mask)}
+    ref_total, _ = matryoshka_loss(q2, {2: MultiVector(leaf, p[2].mask, p[2].grids)}, [Budget(2, 8, 1)], cfg, labels)
+    ref_total.backward()
+    assert ref_total.item() == pytest.approx(total.item(), rel=1e-6)
+    torch.testing.assert_close(p[2].vectors.grad, leaf.grad)
+    # Negative control: the float pages give another gradient (the forward really was quantised).
+    q3 = {2: MultiVector(q[2].vectors.detach(), q[2].mask)}
+    fleaf = p[2].vectors.detach().clone().requires_grad_()
+    matryoshka_loss(q3, {2: MultiVector(fleaf, p[2].mask, p[2].grids)}, [Budget(2, 8, 1)], cfg, labels)[0].backward()
+    assert not torch.allclose(fleaf.grad, leaf.grad)
