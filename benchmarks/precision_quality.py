@@ -49,7 +49,7 @@ def summary(results: dict[str, list[dict]], commit: str) -> dict:
     for name, runs in results.items():
         per_seed = [{r["budget"]: r["ndcg_at_5"] for r in res["rows"]} for res in runs]
         recipes[name] = {b: _stats([s[b] for s in per_seed]) for b in order}
-        retention[name] = {b: _stats([s[b] / s[str(Budget.parse(b).vectors)] for s in per_seed])
+        retention[name] = {b: _stats([s[b] / s[str(Budget.parse(b).fp16)] for s in per_seed])
                            for b in order if Budget.parse(b).precision != "fp16"}
     sizes = {r["budget"]: r["bytes_per_page"] for r in next(iter(results.values()))[0]["rows"]}
     result = {"commit": commit, "recipes": recipes, "retention": retention, "bytes_per_page": sizes}

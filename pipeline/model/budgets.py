@@ -40,8 +40,8 @@ class Budget:
         return {"layers": self.layers, "dim": self.dim, "pool": self.pool, "precision": self.precision}
 
     @property
-    def vectors(self) -> "Budget":
-        """The same budget at fp16: the float vectors it stores (what width, depth and count decide)."""
+    def fp16(self) -> "Budget":
+        """The same (layers, dim, pool) at fp16: the float vectors this budget stores at its precision."""
         return Budget(self.layers, self.dim, self.pool)
 
 

@@ -95,6 +95,8 @@ def maxsim(q: MultiVector, p: MultiVector | StoredPages) -> torch.Tensor:
     """Score every query against every page: sum over real query vectors of the best dot product with a real
     page vector. Padding never contributes, so a page's score does not depend on its batch neighbours; a page
     with no real vector contributes 0 per query vector. Differentiable in both vector sets (no host sync then).
+    Pages stored at a precision (StoredPages) are scored from their codes, without gradient; the scores equal
+    MaxSim over the dequantised vectors up to float rounding.
 
     q.vectors [Bq, Nq, D], p.vectors [Bp, Np, D] -> scores [Bq, Bp] (float32 for half inputs).
     """

@@ -2,7 +2,8 @@
 
 Input: a DataFrame with columns `query` (text) and `image` (base64 PNG/JPEG bytes); each row fills exactly one.
 Output: one record per row, {"kind": "query" | "page", "vectors": [[...], ...]} with the row's vectors at the
-variant's budget ([n_i, dim], pages pooled), float32 values. A request that does not fit raises RequestError
+variant's budget ([n_i, dim], pages pooled), float32 values before storage (an index stores pages at the variant's
+precision: `python -m pipeline.serve index`). A request that does not fit raises RequestError
 with one line for the client (what is wrong, which row); `check_rows` is shared with the HTTP server's guard.
 """
 

@@ -86,7 +86,11 @@ def cmd_search(cfg: Config) -> int:
     if not cfg.serve.queries:
         sys.stderr.write("search needs at least one --query TEXT\n")
         return 2
-    index = Index.load(cfg.serve.index_dir)
+    try:
+        index = Index.load(cfg.serve.index_dir)
+    except ValueError as e:
+        sys.stderr.write(f"{e}\n")
+        return 1
     uri, info = resolve(cfg)
     if uri != index.info["model_uri"] or info["version"] != index.info["version"]:
         sys.stderr.write(f"{uri} (v{info['version']}) is not what the index holds ({index.info['model_uri']} "

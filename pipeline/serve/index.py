@@ -69,11 +69,17 @@ class Index:
 
     @staticmethod
     def load(directory: str | Path) -> "Index":
-        """The index in `directory`; ValueError (one line) when its tensors are not what its header says."""
+        """The index in `directory`; ValueError (one line) when there is none or its tensors are not what its
+        header says."""
         d = Path(directory)
+        if not all((d / f).is_file() for f in FILES):
+            raise ValueError(f"{d}: no index here ({' and '.join(FILES)}): run `python -m pipeline.serve index`")
         tensors = load_file(str(d / FILES[0]))
         info = json.loads((d / FILES[1]).read_text())
         keys = info.pop("keys")
+        if "codes" not in tensors or "dim" not in info:
+            raise ValueError(f"{d}: an index of an earlier version (no codes): rebuild it with "
+                             "`python -m pipeline.serve index`")
         codes = Codes.from_tensors(tensors, info.get("precision", "fp16"), int(info["dim"]))
         offsets = tensors["offsets"]
         if offsets.numel() != len(keys) + 1 or int(offsets[-1]) != codes.data.shape[0]:

@@ -106,7 +106,7 @@ def test_budget_names_and_grid_carry_precision():
     assert full_budget(grid) == Budget(4, 64, 1) and all(Budget.parse(str(b)) == b for b in grid)
     assert str(Budget(2, 32, 2, "bin")) == "L2-d32-p2-bin" and str(Budget(2, 32, 2)) == "L2-d32-p2"
     assert Budget.parse("L2-d32-p2-fp16") == Budget(2, 32, 2)
-    assert Budget(2, 32, 2, "int8").vectors == Budget(2, 32, 2)
+    assert Budget(2, 32, 2, "int8").fp16 == Budget(2, 32, 2)
     with pytest.raises(ValueError, match="unknown precision 'int4'"):
         Budget.parse("L2-d32-p2-int4")
     for bad in ["L2-d32", "L2-d32-p2-bin-x", "Lx-d32-p2"]:

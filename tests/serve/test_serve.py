@@ -94,3 +94,23 @@ def test_index_and_search_match_brute_force(served, tmp_path, capsys, variant):
         assert serve_main(["search", *common, "--query", queries[0]]) == 1
     finally:
         client.set_registered_model_alias(NAME, alias, str(cards[variant]["registered"]["version"]))
+
+
+def test_search_without_a_current_index_is_one_line(served, tmp_path, capsys):
+    """No index, or an index of the earlier layout (float16 `vectors`, no codes): one line, exit 1, nothing printed."""
+    from safetensors.torch import save_file
+
+    cfg = served[0]
+    common = ["--tracking-uri", cfg.tracking.tracking_uri, "--model", NAME, "--alias", ALIAS, "--query", "ABC"]
+    capsys.readouterr()
+    assert serve_main(["search", *common, "--index-dir", str(tmp_path / "none")]) == 1
+    err = capsys.readouterr()
+    assert err.out == "" and err.err.count("\n") == 1 and "no index here" in err.err
+    old = tmp_path / "old"
+    old.mkdir()
+    save_file({"vectors": torch.zeros(2, 32, dtype=torch.float16), "offsets": torch.tensor([0, 2])},
+              str(old / "index.safetensors"))
+    (old / "index.json").write_text(json.dumps({"keys": ["a"], "model_uri": "x", "version": 1}))
+    assert serve_main(["search", *common, "--index-dir", str(old)]) == 1
+    err = capsys.readouterr()
+    assert err.out == "" and err.err.count("\n") == 1 and "an index of an earlier version" in err.err
