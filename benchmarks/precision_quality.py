@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     config = out / "config.precision.yaml"  # this command's own copy: an experiment may be running on config.yaml
     save_config(run_config(cfg), config)
     results, missing = {}, []
-    for recipe in x.precision_recipes:
+    recipes = x.precision_recipes or [x.default_recipe]
+    for recipe in recipes:
         for seed in x.seeds_of(recipe):
             run_dir = out / "runs" / f"{recipe}-s{seed}"
             if not RunPaths(run_dir).final.is_dir():
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         log.warning("not trained yet (run `make experiment`): %s", ", ".join(missing))
     if not results:
-        log.error("no finished run of %s under %s", ", ".join(x.precision_recipes), out)
+        log.error("no finished run of %s under %s", ", ".join(recipes), out)
         return 1
     result = summary(results, git_commit())
     target = Path(x.precision_results)

@@ -67,8 +67,9 @@ class ExperimentConfig(Section):
     """Runs at once (each a single-rank DeepSpeed process)."""
     threads: PosInt | None = None
     """Torch threads per run (default: the machine's cores / parallel)."""
-    precision_recipes: list[str] = field(default_factory=lambda: ["diagonal"])
-    """Recipes whose runs `python -m benchmarks.precision_quality` also evaluates at every page-vector precision."""
+    precision_recipes: list[str] = field(default_factory=list)
+    """Recipes whose runs `python -m benchmarks.precision_quality` also evaluates at every page-vector precision
+    (empty: the default recipe)."""
     precision_results: str = "benchmarks/results/precision_quality.json"
     """The precision summary (per recipe and budget with precision: mean, std, seeds; retention; goals)."""
 
