@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pipeline.configlib import FieldError, NonNegInt, PosInt, Range, Section
 from pipeline.model.config import PRECISIONS, Precision
