@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import sys
 from pathlib import Path
 
-from benchmarks.quality_experiment import PY, ExperimentRunConfig, _run, git_commit, parse_experiment, run_config
+from benchmarks.quality_experiment import (PY, ExperimentRunConfig, _run, cell, git_commit, parse_experiment,
+                                          run_config)
 from pipeline.cli import Command
 from pipeline.config import save_config
 from pipeline.layout.run import RESULTS, RunPaths
@@ -45,21 +45,17 @@ def summary(results: dict[str, list[dict]], commit: str) -> dict:
     """{"commit", "recipes": {name: {budget: {"mean", "std", "seeds"}}}, "retention": {name: {budget: {"mean",
     "std"}}} (quantised budgets only: per-seed nDCG@5 / the fp16 budget's), "bytes_per_page", "goals"}."""
     recipes, retention = {}, {}
-    order = [r["budget"] for r in next(iter(results.values()))[0]["rows"]]
+    rows = next(iter(results.values()))[0]["rows"]
+    order = [r["budget"] for r in rows]
     for name, runs in results.items():
         per_seed = [{r["budget"]: r["ndcg_at_5"] for r in res["rows"]} for res in runs]
-        recipes[name] = {b: _stats([s[b] for s in per_seed]) for b in order}
-        retention[name] = {b: _stats([s[b] / s[str(Budget.parse(b).fp16)] for s in per_seed])
+        recipes[name] = {b: cell([s[b] for s in per_seed]) for b in order}
+        retention[name] = {b: cell([s[b] / s[str(Budget.parse(b).fp16)] for s in per_seed])
                            for b in order if Budget.parse(b).precision != "fp16"}
-    sizes = {r["budget"]: r["bytes_per_page"] for r in next(iter(results.values()))[0]["rows"]}
+    sizes = {r["budget"]: r["bytes_per_page"] for r in rows}
     result = {"commit": commit, "recipes": recipes, "retention": retention, "bytes_per_page": sizes}
     result["goals"] = goals(result)
     return result
-
-
-def _stats(values: list[float]) -> dict:
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "seeds": len(values)}
 
 
 def goals(result: dict) -> dict[str, bool]:

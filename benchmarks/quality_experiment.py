@@ -211,6 +211,12 @@ def read_curve(metrics: Path) -> dict[str, list[tuple[int, float]]]:
     return {b: sorted(p.items()) for b, p in points.items()}
 
 
+def cell(values: list[float]) -> dict:
+    """A table cell over seeds: {"mean", "std" (0 for one seed), "seeds"}."""
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "seeds": len(values)}
+
+
 def summary(cfg: ExperimentRunConfig, results: dict[str, list[dict]], commit: str) -> dict:
     """The machine-checked result: {"commit", "baseline", "default_recipe", "recipes": {name: {budget: {"mean",
     "std", "seeds"}}}, "bytes_per_page": {budget: n}, "wall_s": {name: [per run]}}; budgets in grid order."""
@@ -223,8 +229,7 @@ def summary(cfg: ExperimentRunConfig, results: dict[str, list[dict]], commit: st
         for budget in order:
             if keep is None or budget in keep:
                 vals = [next(r["ndcg_at_5"] for r in res["rows"] if r["budget"] == budget) for res in runs]
-                table[budget] = {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-                                 "seeds": len(vals)}
+                table[budget] = cell(vals)
         recipes[name] = table
     sizes = {r["budget"]: r["bytes_per_page"] for r in rows}
     return {"commit": commit, "baseline": cfg.experiment.baseline, "default_recipe": cfg.experiment.default_recipe,

@@ -92,8 +92,10 @@ def learned(cfg: Config) -> None:
           f"= {full['ndcg_at_5'] / chance:.1f}x chance ({chance:.3f} for a random ranking)", flush=True)
     spec = cfg.export.budgets.get("balanced")
     if spec:  # the balanced budget at each page-vector precision evaluated
-        layers = spec[0] or max(r["layers"] for r in res["rows"])
-        same = [r for r in res["rows"] if (r["layers"], r["dim"], r["pool"]) == (layers, spec[1], spec[2])]
+        from pipeline.export.variants import resolve_budget
+
+        b = resolve_budget(spec[:3], sorted({r["layers"] for r in res["rows"]}))
+        same = [r for r in res["rows"] if (r["layers"], r["dim"], r["pool"]) == (b.layers, b.dim, b.pool)]
         print("balanced budget by precision: " + ", ".join(
             f"{r['precision']} nDCG@5 {r['ndcg_at_5']:.3f} at {r['bytes_per_page']:.0f} bytes/page" for r in same))
 

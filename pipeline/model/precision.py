@@ -70,12 +70,12 @@ class Codes:
         bin multiplies by the +-1 signs and divides by sqrt(dim) once."""
         lead = self.data.shape[:-1]
         q = q.float()
-        if self.precision == "fp16":
-            sim = q @ self.data.reshape(-1, self.dim).float().T
-        elif self.precision == "int8":
-            sim = (q @ self.data.reshape(-1, self.dim).float().T) * self.scale.reshape(1, -1).float()
-        else:
+        if self.precision == "bin":
             sim = (q @ _signs(self.data, self.dim).reshape(-1, self.dim).T) / math.sqrt(self.dim)
+        else:
+            sim = q @ self.data.reshape(-1, self.dim).float().T
+            if self.scale is not None:
+                sim = sim * self.scale.reshape(1, -1).float()
         return sim.view(q.shape[0], *lead)
 
     def tensors(self) -> dict[str, torch.Tensor]:

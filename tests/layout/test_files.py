@@ -75,3 +75,19 @@ def test_serve_index_never_replaces_a_directory_holding_other_files(tmp_path):
     with pytest.raises(ValueError, match=rf"^{tmp_path}: not an index directory \(holds other files\)"):
         index.save(tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_serve_index_refuses_tensors_that_contradict_its_header(tmp_path):
+    """A tampered index (offsets past the codes, codes of another precision) is a one-line ValueError, never a
+    search over misread bytes."""
+    import json
+
+    Index(quantize(torch.ones(3, 16), "bin"), torch.tensor([0, 1, 3]), ["a", "b"], {}).save(tmp_path / "i")
+    assert Index.load(tmp_path / "i").codes.precision == "bin"
+    header = json.loads((tmp_path / "i" / "index.json").read_text())
+    (tmp_path / "i" / "index.json").write_text(json.dumps({**header, "precision": "int8"}))
+    with pytest.raises(ValueError, match=r"stored codes torch.uint8 \[..., 2\] are not int8 at dim 16"):
+        Index.load(tmp_path / "i")
+    Index(quantize(torch.ones(3, 16), "bin"), torch.tensor([0, 1, 4]), ["a", "b"], {}).save(tmp_path / "j")
+    with pytest.raises(ValueError, match=r"offsets do not cover 2 pages and 3 vectors"):
+        Index.load(tmp_path / "j")
