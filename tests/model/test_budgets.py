@@ -7,7 +7,7 @@ from pipeline.model import pooling
 from pipeline.model.budgets import Budget, apply_budget, budget_grid, full_budget
 from pipeline.model.pooling import max_cells, normalize, pool_grid
 from pipeline.model.vectors import MultiVector
-from tests.model.reference import ref_page, ref_pool
+from tests.helpers.reference import ref_page, ref_pool
 
 GRIDS = [(4, 4), (3, 5), (1, 7), (5, 2)]  # divisible and ragged in both directions
 
