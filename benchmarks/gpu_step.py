@@ -98,7 +98,7 @@ def run_one(cfg, path: Path, attn: str, grad_cache: bool, args, cuda: bool) -> d
 
     world, local = dist.world_size(), args.pages_per_gpu
     over = [f"model.name_or_path={path}", f"model.attn_implementation={attn}", f"data.global_batch={local * world}",
-            f"data.chunk_size={args.chunk}", f"train.grad_cache={str(grad_cache).lower()}", "train.grad_clip=0.0"]
+            f"train.chunk_size={args.chunk}", f"train.grad_cache={str(grad_cache).lower()}", "train.grad_clip=0.0"]
     if not cuda:
         over += ["model.dtype=float32", "model.max_pixels=12544", "model.lora.r=0", "model.exits=[1,2]"]
     run_cfg = load_config(args.config, over)

@@ -10,7 +10,6 @@ Recipes and seeds come from the `experiment` config section; results land in
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -19,8 +18,9 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import Field, model_validator
 
 from pipeline.cli import Command, parse_cli
 from pipeline.config import Config, save_config
@@ -32,26 +32,23 @@ log = logging.getLogger("experiment")
 PY = sys.executable
 
 
-@dataclass(kw_only=True)
 class ExperimentConfig(Section):
     """The quality experiment: recipes x seeds through the real training path."""
 
     out_dir: str = "experiment_out"
     """Everything the experiment writes (corpora, shards, runs, summary)."""
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = [0, 1, 2]
     """Seeds of each recipe (model init, data order)."""
-    recipes: dict[str, list[str]] = field(
-        default_factory=lambda: {
-            "truncation": ["loss.budgets=full"],
-            "diagonal": ["loss.budgets=diagonal", "loss.sample_k=2"],
-            "3d-sampled": ["loss.budgets=grid", "loss.sample_k=6"],
-            "only-L2-d32-p2": ["loss.budgets=only", "loss.only=[2,32,2]"],
-            "only-L1-d16-p4": ["loss.budgets=only", "loss.only=[1,16,4]"],
-        }
-    )
+    recipes: dict[str, list[str]] = {
+        "truncation": ["loss.budgets=full"],
+        "diagonal": ["loss.budgets=diagonal", "loss.sample_k=2"],
+        "3d-sampled": ["loss.budgets=grid", "loss.sample_k=6"],
+        "only-L2-d32-p2": ["loss.budgets=only", "loss.only=L2-d32-p2"],
+        "only-L1-d16-p4": ["loss.budgets=only", "loss.only=L1-d16-p4"],
+    }
     """name -> dotted overrides of the run config. A recipe with loss.budgets=only is a separately trained model:
     it is reported at its own budget only."""
-    recipe_seeds: dict[str, list[int]] = field(default_factory=dict)
+    recipe_seeds: dict[str, list[int]] = {}
     """Seeds of a recipe when not `seeds` (ablations may run fewer; every table says how many)."""
     default_recipe: str = "diagonal"
     """The recipe the configs ship (the goal is checked on it)."""
@@ -59,7 +56,7 @@ class ExperimentConfig(Section):
     """The recipe the others are compared with."""
     results: str = "benchmarks/results/quality_experiment.json"
     """The machine-checked summary (per recipe and budget: mean, std, seeds), from which the table and plots are made."""
-    last_head_recipes: list[str] = field(default_factory=lambda: ["truncation"])
+    last_head_recipes: list[str] = ["truncation"]
     """Recipes evaluated with the last head at every exit."""
     eval_docs: PosInt = 67
     """Held-out documents of a separate corpus (unique answer codes)."""
@@ -67,13 +64,14 @@ class ExperimentConfig(Section):
     """Runs at once (each a single-rank DeepSpeed process)."""
     threads: PosInt | None = None
     """Torch threads per run (default: the machine's cores / parallel)."""
-    precision_recipes: list[str] = field(default_factory=list)
+    precision_recipes: list[str] = []
     """Recipes whose runs `python -m benchmarks.precision_quality` also evaluates at every page-vector precision
     (empty: the default recipe)."""
     precision_results: str = "benchmarks/results/precision_quality.json"
     """The precision summary (per recipe and budget with precision: mean, std, seeds; retention; goals)."""
 
-    def check(self) -> None:
+    @model_validator(mode="after")
+    def check(self):
         if not self.seeds or not self.recipes:
             raise FieldError("seeds" if not self.seeds else "recipes", "must not be empty")
         for key in ("last_head_recipes", "recipe_seeds", "default_recipe", "baseline", "precision_recipes"):
@@ -81,30 +79,32 @@ class ExperimentConfig(Section):
             unknown = [r for r in ([names] if isinstance(names, str) else names) if r not in self.recipes]
             if unknown:
                 raise FieldError(key, f"{unknown} are not recipes ({', '.join(self.recipes)})")
+        return self
 
     def seeds_of(self, recipe: str) -> list[int]:
         return self.recipe_seeds.get(recipe, self.seeds)
 
 
-@dataclass(kw_only=True)
 class ExperimentRunConfig(Config):
     """The pipeline's tree plus the experiment's own section."""
 
-    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
 
-    def check(self) -> None:
+    @model_validator(mode="after")
+    def check_recipes(self):
         for name in self.experiment.recipes:  # each recipe must give a valid run config
             try:
                 recipe_config(self, name)
             except ValueError as e:
                 raise FieldError(f"experiment.recipes.{name}", str(e)) from None
+        return self
 
 
 def recipe_config(cfg: ExperimentRunConfig, recipe: str) -> Config:
     """The run config of one recipe: the pipeline's tree with the recipe's overrides applied and checked."""
     from pipeline.configlib import apply_override, build
 
-    tree = dataclasses.asdict(run_config(cfg))
+    tree = run_config(cfg).model_dump()
     for item in cfg.experiment.recipes[recipe]:
         apply_override(tree, item)
     return build(Config, tree)
@@ -113,7 +113,7 @@ def recipe_config(cfg: ExperimentRunConfig, recipe: str) -> Config:
 def reported_budgets(cfg: ExperimentRunConfig, recipe: str) -> set[str] | None:
     """The budgets a recipe is reported at: its own for a separately trained model, else None (every budget)."""
     loss = recipe_config(cfg, recipe).loss
-    return {f"L{loss.only[0]}-d{loss.only[1]}-p{loss.only[2]}"} if loss.budgets == "only" else None
+    return {str(loss.only)} if loss.budgets == "only" else None
 
 
 CLI = Command("python -m benchmarks.quality_experiment", __doc__.splitlines()[0],
@@ -122,7 +122,7 @@ CLI = Command("python -m benchmarks.quality_experiment", __doc__.splitlines()[0]
 
 def run_config(cfg: ExperimentRunConfig) -> Config:
     """The pipeline part of the tree (what each stage's command reads)."""
-    return Config(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config)})
+    return Config(**{name: getattr(cfg, name) for name in Config.model_fields})
 
 
 def _run(cmd: list[str], log_file: Path, threads: int | None = None) -> None:

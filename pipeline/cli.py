@@ -10,7 +10,6 @@ line on stderr and exit status 2, before anything heavy is imported.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import types
 import typing
@@ -79,36 +78,38 @@ def _root(command: Command) -> Any:
     return Config
 
 
-def _field(root: Any, dotted: str) -> tuple[Any, str, Any]:
-    """(section class, field name, field type) of a dotted key of the tree `root`."""
-    *path, name = dotted.split(".")
-    cls = root
-    for part in path:
-        cls = configlib.type_hints(cls)[part]
-    return cls, name, configlib.type_hints(cls)[name]
+def _field(root: Any, key: str) -> tuple[Any, str, Any]:
+    """(section class, field name, field info) of a dotted key of the tree `root`."""
+    *path, name = key.split(".")
+    cls = configlib.node_at(root, path)[0]
+    return cls, name, cls.model_fields[name]
+
+
+def _doc(info: Any) -> str:
+    """A field's docstring as one line (its first paragraph)."""
+    return " ".join((info.description or "").split("\n\n")[0].split())
 
 
 def _help_for(root: Any, f: Flag) -> str:
     if f.help or f.key is None:
         return f.help
-    cls, name, tp = _field(root, f.key)
-    doc = configlib.field_docs(cls).get(name, "")
-    return f"{doc} [{f.key}: {configlib.describe_type(tp)}]".strip()
+    _, _, info = _field(root, f.key)
+    return f"{_doc(info)} [{f.key}: {configlib.describe_type(info.annotation, info.metadata)}]".strip()
 
 
 def _epilog(root: Any, sections: tuple[str, ...]) -> str:
     """The config keys of `sections` with type, default and documentation (for --help)."""
     lines = ["dotted overrides KEY=VALUE may appear anywhere among the flags (values are YAML); keys:"]
     for section in sections:
-        cls = configlib.type_hints(root)[section]
-        docs, hints = configlib.field_docs(cls), configlib.type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(hints[f.name]):
+        cls = configlib.node_at(root, [section])[0]
+        defaults = cls().model_dump()
+        for name, info in cls.model_fields.items():
+            if configlib.is_section(info.annotation):
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"  {section}.{f.name} ({configlib.describe_type(hints[f.name])}; default {default!r})")
-            if docs.get(f.name):
-                lines.append(f"      {docs[f.name]}")
+            kind = configlib.describe_type(info.annotation, info.metadata)
+            lines.append(f"  {section}.{name} ({kind}; default {defaults[name]!r})")
+            if info.description:
+                lines.append(f"      {_doc(info)}")
     return "\n".join(lines)
 
 
@@ -154,13 +155,13 @@ def build_parser(command: Command) -> argparse.ArgumentParser:
 
 def _raw_value(root: Any, key: str, raw: str) -> Any:
     """A flag's text as the field wants it: kept as text for a str field, else parsed as YAML."""
-    _, _, tp = _field(root, key)
-    if _accepts_str(tp):
+    _, _, info = _field(root, key)
+    if _accepts_str(info.annotation):
         return raw
     import yaml
 
     try:
-        return yaml.safe_load(raw)
+        return configlib.parse_yaml(raw)
     except yaml.YAMLError:
         raise ConfigError(f"{key}: {raw!r} is not a valid value") from None
 

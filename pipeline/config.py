@@ -8,12 +8,11 @@ line with `pipeline.cli`. Importing this module imports no torch, Ray or MLflow.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
+from pydantic import Field
 
 from data_prep.config import RenderConfig, SynthConfig
 from pipeline.configlib import ConfigError, Section, load
@@ -32,21 +31,20 @@ __all__ = [
 ]
 
 
-@dataclass(kw_only=True)
 class Config(Section):
     """The whole tree: one section per stage."""
 
-    synth: SynthConfig = field(default_factory=SynthConfig)
-    render: RenderConfig = field(default_factory=RenderConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    promote: PromoteConfig = field(default_factory=PromoteConfig)
-    serve: ServeConfig = field(default_factory=ServeConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    render: RenderConfig = Field(default_factory=RenderConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), root: type = Config) -> Any:
@@ -55,7 +53,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), r
 
 
 def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
+    """The tree as plain YAML-able data (budgets as their text)."""
+    return cfg.model_dump()
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

@@ -94,7 +94,7 @@ def learned(cfg: Config) -> None:
     if spec:  # the balanced budget at each page-vector precision evaluated
         from pipeline.export.variants import resolve_budget
 
-        b = resolve_budget(spec[:3], sorted({r["layers"] for r in res["rows"]}))
+        b = resolve_budget(spec, sorted({r["layers"] for r in res["rows"]}), max(r["dim"] for r in res["rows"]))
         same = [r for r in res["rows"] if (r["layers"], r["dim"], r["pool"]) == (b.layers, b.dim, b.pool)]
         print("balanced budget by precision: " + ", ".join(
             f"{r['precision']} nDCG@5 {r['ndcg_at_5']:.3f} at {r['bytes_per_page']:.0f} bytes/page" for r in same))

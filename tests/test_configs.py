@@ -14,4 +14,4 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 def test_recipe_loads(path):
     cfg = load_config(path, root=ExperimentRunConfig if path.name == "experiment.yaml" else Config)
     assert cfg.model.dim in cfg.model.widths
-    assert cfg.data.global_batch % cfg.data.chunk_size == 0
+    assert cfg.data.global_batch % cfg.train.chunk_size == 0

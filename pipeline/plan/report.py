@@ -87,7 +87,7 @@ def advice(plan: dict, cfg: Config, cluster: Cluster) -> str:
             f"({terms[worst]:.1f} GiB)")
     if worst == "activations":
         fitting = _chunk_that_fits(plan, cfg, cluster)
-        fix = [f"data.chunk_size={fitting}" if fitting else "data.chunk_size=1 (still too large)"]
+        fix = [f"train.chunk_size={fitting}" if fitting else "train.chunk_size=1 (still too large)"]
         if not cfg.train.grad_cache:  # without the cache the whole local batch is one graph
             fix[0] = "train.grad_cache=true with " + fix[0]
         if not cfg.model.gradient_checkpointing:

@@ -51,5 +51,5 @@ def make_workload(cfg: Config, shape: ModelShape, world: int, grad_cache: bool |
     use_cache = cfg.train.grad_cache if grad_cache is None else grad_cache
     tokens, patches = page_tokens(cfg, shape)
     q = cfg.model.max_query_tokens
-    return Workload(world, cfg.data.global_batch, local, min(cfg.data.chunk_size, local) if use_cache else local,
+    return Workload(world, cfg.data.global_batch, local, min(cfg.train.chunk_size, local) if use_cache else local,
                     tokens, patches, tokens + PROMPT_TOKENS, q, q + QUERY_EXTRA_TOKENS)

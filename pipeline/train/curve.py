@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.config import Config
-from pipeline.model.budgets import Budget, full_budget, retriever_grid
+from pipeline.model.budgets import resolve_in, retriever_grid
 from pipeline.model.precision import PRECISIONS
 
 
@@ -20,7 +20,7 @@ class Curve:
 
     def __init__(self, cfg: Config, retriever) -> None:
         grid = retriever_grid(retriever, cfg.model.widths, cfg.model.pools, PRECISIONS)
-        self.budgets = [full_budget(grid) if n == "full" else Budget.parse(n) for n in cfg.train.curve_budgets]
+        self.budgets = [resolve_in(b, grid) for b in cfg.train.curve_budgets]
         missing = [str(b) for b in self.budgets if b not in grid]
         if missing:
             raise ValueError(f"train.curve_budgets: {missing} not in the model's budget grid (exits {retriever.exits})")

@@ -78,7 +78,7 @@ def build_step_context(cfg: Config, engine: Any, retriever: Any) -> StepContext:
     def loss_fn(q, p, budgets, labels, step):
         return matryoshka_loss(q, p, budgets, cfg.loss, labels=labels, step=step)
 
-    return StepContext(engine, loss_fn, lambda step: select_budgets(grid, cfg.loss, step), cfg.data.chunk_size,
+    return StepContext(engine, loss_fn, lambda step: select_budgets(grid, cfg.loss, step), cfg.train.chunk_size,
                        grad_cache=cfg.train.grad_cache)
 
 

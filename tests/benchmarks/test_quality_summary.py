@@ -20,7 +20,7 @@ def fake_results(offset: float, seeds: int) -> list[dict]:
 
 def test_summary_schema_and_statistics(tmp_path):
     cfg = parse_cli(CLI, ["--config", "configs/experiment.yaml", "experiment.recipes={truncation: [loss.budgets=full], "
-                          "joint: [loss.budgets=grid], only-L1-d4-p2: [loss.budgets=only, 'loss.only=[1,4,2]']}",
+                          "joint: [loss.budgets=grid], only-L1-d4-p2: [loss.budgets=only, loss.only=L1-d4-p2]}",
                           "experiment.default_recipe=joint", "experiment.recipe_seeds={}", "experiment.precision_recipes=[]", "model.widths=[8,4]", "model.dim=8", "model.pools=[1,2]"])
     results = {"truncation": fake_results(0.0, 3), "joint": fake_results(0.5, 2), "only-L1-d4-p2": fake_results(0.2, 3)}
     got = json.loads(json.dumps(summary(cfg, results, "abc1234")))  # JSON-clean

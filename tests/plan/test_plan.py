@@ -118,14 +118,14 @@ def test_table_names_every_term():
 
 def test_a_config_that_does_not_fit_names_the_term_and_a_fix_that_fits():
     args = ["--config", "configs/colqwen2_2b.yaml", "--nodes", "1", "--gpus-per-node", "8", "--gpu-memory-gib", "24",
-            "model.gradient_checkpointing=false", "data.chunk_size=32"]
+            "model.gradient_checkpointing=false", "train.chunk_size=32"]
     out = plan_cli(*args)
     assert out.returncode == 1
     line = out.stderr.strip().splitlines()[-1]
     assert line.startswith("does not fit:") and "largest term activations" in line
     assert "model.gradient_checkpointing=true" in line
-    chunk = int(line.split("data.chunk_size=")[1].split()[0].rstrip(","))
-    again = plan_cli(*args[:-1], f"data.chunk_size={chunk}", "--json")
+    chunk = int(line.split("train.chunk_size=")[1].split()[0].rstrip(","))
+    again = plan_cli(*args[:-1], f"train.chunk_size={chunk}", "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["fits"]
     full = plan_cli("--config", "configs/colqwen2_2b.yaml", "--nodes", "1", "--gpus-per-node", "1",
                     "--gpu-memory-gib", "40", "model.lora.r=0", "train.deepspeed_config=deepspeed_configs/zero2.json")

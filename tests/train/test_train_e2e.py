@@ -25,8 +25,8 @@ def write_config(tmp: Path, name: str, model_dir: Path, shards: Path, **train) -
     cfg = {
         "model": {"name_or_path": str(model_dir), "dim": 32, "exits": [2, 4], "widths": [32, 8], "pools": [1, 2]},
         "loss": {"temperature": 0.05},
-        "data": {"shards": str(shards), "global_batch": 8, "chunk_size": 4},
-        "train": {"output_dir": str(tmp / name), "lr": 3e-3, "warmup_steps": 3, "log_every": 1, **train},
+        "data": {"shards": str(shards), "global_batch": 8},
+        "train": {"output_dir": str(tmp / name), "chunk_size": 4, "lr": 3e-3, "warmup_steps": 3, "log_every": 1, **train},
         "tracking": {"tracking_uri": f"sqlite:///{tmp / name}.db", "experiment": "test"},
     }
     path = tmp / f"{name}.yaml"
