@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python -m pipeline.demo $(DEMO_ARGS)
+	$(BIN)/python -m demo $(DEMO_ARGS)
 
 experiment: $(STAMP)
 	$(BIN)/python -m benchmarks.quality_experiment $(EXPERIMENT_ARGS)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from pipeline.cli import Command, parse_cli
-from pipeline.config import Config, save_config
+from pipeline.cli import Command, RunConfig, parse_cli
+from pipeline.config import save_config
 from pipeline.configlib import FieldError, PosInt, Section
 from pipeline.layout.run import RESULTS, RunPaths
 from pipeline.logs import setup_logging
@@ -85,7 +85,7 @@ class ExperimentConfig(Section):
         return self.recipe_seeds.get(recipe, self.seeds)
 
 
-class ExperimentRunConfig(Config):
+class ExperimentRunConfig(RunConfig):
     """The pipeline's tree plus the experiment's own section."""
 
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
@@ -100,14 +100,14 @@ class ExperimentRunConfig(Config):
         return self
 
 
-def recipe_config(cfg: ExperimentRunConfig, recipe: str) -> Config:
+def recipe_config(cfg: ExperimentRunConfig, recipe: str) -> RunConfig:
     """The run config of one recipe: the pipeline's tree with the recipe's overrides applied and checked."""
     from pipeline.configlib import apply_override, build
 
     tree = run_config(cfg).model_dump()
     for item in cfg.experiment.recipes[recipe]:
         apply_override(tree, item)
-    return build(Config, tree)
+    return build(RunConfig, tree)
 
 
 def reported_budgets(cfg: ExperimentRunConfig, recipe: str) -> set[str] | None:
@@ -120,9 +120,9 @@ CLI = Command("python -m benchmarks.quality_experiment", __doc__.splitlines()[0]
               sections=("experiment",), root=ExperimentRunConfig)
 
 
-def run_config(cfg: ExperimentRunConfig) -> Config:
-    """The pipeline part of the tree (what each stage's command reads)."""
-    return Config(**{name: getattr(cfg, name) for name in Config.model_fields})
+def run_config(cfg: ExperimentRunConfig) -> RunConfig:
+    """The run's part of the tree (what each stage's command reads)."""
+    return RunConfig(**{name: getattr(cfg, name) for name in RunConfig.model_fields})
 
 
 def _run(cmd: list[str], log_file: Path, threads: int | None = None) -> None:
@@ -135,7 +135,7 @@ def _run(cmd: list[str], log_file: Path, threads: int | None = None) -> None:
         raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({res.returncode}); see {log_file}")
 
 
-def prepare(cfg: Config, out: Path) -> tuple[Path, Path]:
+def prepare(cfg: RunConfig, out: Path) -> tuple[Path, Path]:
     """Synthesise and render the training corpus and the held-out eval corpus; returns their shard dirs."""
     train_shards, eval_shards = out / "shards-train", out / "shards-eval"
     corpora = [  # (corpus dir, shard dir, synth overrides, render overrides)
@@ -180,7 +180,7 @@ def run_one(cfg: ExperimentRunConfig, out: Path, recipe: str, seed: int, shards:
         run_dir.mkdir(parents=True, exist_ok=True)
         model_dir = out / "models" / f"tiny-s{seed}"
         if not (model_dir / "config.json").exists():  # random init, the seed's own; codes are single tokens
-            _run([PY, "-m", "pipeline.model.tiny", "--config", str(out / "config.yaml"), "--out", str(model_dir),
+            _run([PY, "-m", "demo.tiny", "--config", str(out / "config.yaml"), "--out", str(model_dir),
                   f"train.seed={seed}"], out / f"tiny-s{seed}.log")
         common = ["--config", str(out / "config.yaml"), f"model.name_or_path={model_dir}",
                   f"train.output_dir={run_dir}", f"tracking.run_name={recipe}-s{seed}", f"eval.shards={shards[1]}"]

@@ -1,5 +1,6 @@
 """The shared command line: each entry point declares its flags in one table (`Command`), and `parse()` turns argv
-into the typed config tree.
+into the typed config tree (`RunConfig` by default: the tree a run's YAML holds, data preparation's sections and the
+pipeline's; this is where both are known).
 
 Every command takes `--config FILE`, its table's flags, and dotted overrides `key.sub=value` anywhere among them.
 A flag that names a config key is the same as that override (its help text is the field's documentation); a flag
@@ -16,8 +17,19 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import Field
+
+from data_prep.config import RenderConfig, SynthConfig
 from pipeline import configlib
+from pipeline.config import Config
 from pipeline.configlib import ConfigError
+
+
+class RunConfig(Config):
+    """The tree a run's YAML holds: data preparation's sections (synth, render) and the pipeline's."""
+
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    render: RenderConfig = Field(default_factory=RenderConfig)
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,7 @@ class Command:
     flags: tuple[Flag, ...] = ()
     sections: tuple[str, ...] = ()
     verbs: dict[str, tuple[Flag, ...]] = field(default_factory=dict)  # verb -> its own flags (besides `flags`)
-    root: Any = None  # the config tree type; None: pipeline.config.Config
+    root: Any = RunConfig  # the config tree type
 
     def flag_names(self) -> dict[str, set[str]]:
         """{verb or "": every option string it accepts} (what the flag-table test pins)."""
@@ -68,14 +80,6 @@ class Command:
         if not self.verbs:
             return {"": common}
         return {verb: common | {n for f in own for n in f.names} for verb, own in self.verbs.items()}
-
-
-def _root(command: Command) -> Any:
-    if command.root is not None:
-        return command.root
-    from pipeline.config import Config
-
-    return Config
 
 
 def _field(root: Any, key: str) -> tuple[Any, str, Any]:
@@ -137,7 +141,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(command: Command) -> argparse.ArgumentParser:
-    root = _root(command)
+    root = command.root
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(prog=command.prog, description=command.description,
                                      epilog=_epilog(root, command.sections), formatter_class=fmt,
@@ -200,7 +204,7 @@ def parse(command: Command, argv: list[str] | None = None) -> tuple[Any, argpars
 
     The namespace holds `verb` (for commands with verbs) and each key-less flag under its name without dashes
     (`--list` -> ns.list)."""
-    root = _root(command)
+    root = command.root
     parser = build_parser(command)
     ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     overrides = [a for a in extra if "=" in a and not a.startswith("-")]

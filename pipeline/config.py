@@ -1,4 +1,5 @@
-"""The one typed config tree shared by every entry point, assembled from the sections each component owns.
+"""The pipeline's typed config tree, assembled from the sections each stage owns (data preparation's sections join
+it in `pipeline.cli.RunConfig`, the tree a run's YAML holds).
 
 `load_config(path, overrides)` reads a YAML file into `Config`, applies `key.sub=value` overrides (values parsed
 as YAML, then type-checked) and runs every section's checks; an unknown key, a wrong type, a value out of range or
@@ -11,11 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
 from pydantic import Field
 
-from data_prep.config import RenderConfig, SynthConfig
-from pipeline.configlib import ConfigError, Section, load
+from pipeline.configlib import ConfigError, Section, load, save_config
 from pipeline.data.config import DataConfig
 from pipeline.evaluate.config import EvalConfig
 from pipeline.export.config import ExportConfig
@@ -26,16 +25,13 @@ from pipeline.train.config import LossConfig, TrackingConfig, TrainConfig
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "EvalConfig", "ExportConfig", "LoraConfig", "LossConfig", "ModelConfig",
-    "PromoteConfig", "RenderConfig", "ServeConfig", "SynthConfig", "TrackingConfig", "TrainConfig", "flatten",
-    "load_config", "save_config", "to_dict",
+    "PromoteConfig", "ServeConfig", "TrackingConfig", "TrainConfig", "load_config", "save_config",
 ]
 
 
 class Config(Section):
-    """The whole tree: one section per stage."""
+    """The pipeline's tree: one section per stage."""
 
-    synth: SynthConfig = Field(default_factory=SynthConfig)
-    render: RenderConfig = Field(default_factory=RenderConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -50,27 +46,3 @@ class Config(Section):
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), root: type = Config) -> Any:
     """Load YAML at `path` (or the defaults) and apply `key.sub=value` overrides; every check runs."""
     return load(root, path, overrides)
-
-
-def to_dict(cfg: Any) -> dict:
-    """The tree as plain YAML-able data (budgets as their text)."""
-    return cfg.model_dump()
-
-
-def save_config(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML (loads back to an equal Config)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}, for MLflow params."""
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key))
-        else:
-            out[key] = v
-    return out

@@ -228,3 +228,27 @@ def load(root: type, path: str | Path | None = None, overrides: Iterable[str] = 
     for item in overrides:
         apply_override(tree, item)
     return build(root, tree)
+
+
+def to_dict(cfg: BaseModel) -> dict:
+    """A config tree as plain YAML-able data (budgets as their text)."""
+    return cfg.model_dump()
+
+
+def save_config(cfg: BaseModel, path: str | Path) -> None:
+    """Write a resolved config as YAML (it loads back to an equal tree)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}, for MLflow params."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out

@@ -6,7 +6,8 @@ import typing
 import pytest
 
 from benchmarks.quality_experiment import ExperimentRunConfig
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.cli import RunConfig
+from pipeline.config import ConfigError, load_config
 from pipeline.configlib import FieldError, is_section
 from pipeline.model.config import ModelConfig
 from pipeline.train.config import LossConfig
@@ -66,7 +67,7 @@ BAD = [  # (override, the whole message)
 @pytest.mark.parametrize("override,message", BAD, ids=[b[0] for b in BAD])
 def test_bad_value_is_one_line_naming_the_key(override, message):
     with pytest.raises(ConfigError) as err:
-        load_config(None, [override])
+        load_config(None, [override], root=RunConfig)
     assert str(err.value) == message
 
 
@@ -132,9 +133,9 @@ def test_every_field_is_documented_and_enumerations_are_literals():
                 assert info.description, f"{cls.__name__}.{name} has no docstring (its --help text)"
     for key in ENUMERATED:
         section, name = key.split(".")
-        tp = Config.model_fields[section].annotation.model_fields[name].annotation
+        tp = RunConfig.model_fields[section].annotation.model_fields[name].annotation
         assert typing.get_origin(tp) is typing.Literal, key
         for value in typing.get_args(tp):  # every listed value loads
             needs = ["loss.only=L2-d32-p2"] if f"{key}={value}" == "loss.budgets=only" else []
-            cfg = load_config(None, [f"{key}={value}", "synth.page_size=448", *needs])  # rich needs the larger page
+            cfg = load_config(None, [f"{key}={value}", "synth.page_size=448", *needs], root=RunConfig)  # rich needs the larger page
             assert getattr(getattr(cfg, section), name) == value

@@ -64,7 +64,7 @@ def export_variant(full, budget: Budget, out_dir: str | Path, card: dict) -> Pat
 
 def load_variant(variant_dir: str | Path, device: str | None = None):
     """(Retriever at the variant's budget, card) from a variant directory, in eval mode, on `device`."""
-    from pipeline.config import ModelConfig
+    from pipeline.model.config import ModelConfig
     from pipeline.model.retriever import Retriever
 
     retriever = Retriever.from_pretrained(variant_dir, ModelConfig(name_or_path=str(variant_dir)))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import ModelConfig
+from pipeline.model.config import ModelConfig
 from pipeline.model import backbone as bb
 from pipeline.model.budgets import Budget
 from pipeline.model.heads import ExitHeads

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pipeline.config import Config
+from pipeline.cli import RunConfig
 from pipeline.configlib import PosFloat, PosInt, Section
 
 H100_BF16_TFLOPS = 989.0  # H100 SXM dense bf16 spec; ENVIRONMENT.md measured ~790 for matmuls
@@ -23,7 +23,7 @@ class PlanConfig(Section):
     """Dense bf16 peak of one GPU for MFU (TFLOP/s; default: the H100 SXM spec)."""
 
 
-class PlanRunConfig(Config):
+class PlanRunConfig(RunConfig):
     """The pipeline's tree plus the cluster the plan sizes it for."""
 
     plan: PlanConfig = Field(default_factory=PlanConfig)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import model_validator
 
 from pipeline.configlib import FieldError, NonNegFloat, NonNegInt, PosFloat, PosInt, Section
-from pipeline.model.config import BudgetField
+from pipeline.data.config import DataConfig
+from pipeline.model.config import BudgetField, ModelConfig
 
 # Database stores whose runs would otherwise put artifacts under the current directory (./mlruns).
 _DB_SCHEMES = ("postgresql", "mysql", "mssql", "oracle")
@@ -122,3 +123,13 @@ class TrackingConfig(Section):
             raise FieldError("artifact_location", f"a {scheme} store needs it (else artifacts land in the current "
                                                   "directory)")
         return self
+
+
+class TrainingTree(Protocol):
+    """The sections training reads, in any tree that holds them (pipeline.config.Config, a run's whole YAML)."""
+
+    model: ModelConfig
+    loss: LossConfig
+    data: DataConfig
+    train: TrainConfig
+    tracking: TrackingConfig

@@ -10,7 +10,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import LossConfig
+from pipeline.train.config import LossConfig
 from pipeline.model.budgets import Budget, full_budget, resolve_in
 from pipeline.model.pooling import apply_budget
 from pipeline.model.maxsim import maxsim

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.cli import RunConfig
 from pipeline.config import LoraConfig, ModelConfig, load_config
 from pipeline.model.architectures import load_architecture, meta_backbone
 from pipeline.plan import flops as fl
@@ -68,7 +69,7 @@ def test_forward_flops_are_twice_the_linear_weights(name):
     """2 FLOPs per weight per token: the decoder's and the tower's Linear/Conv weights read off the meta model."""
     from torch import nn
 
-    cfg = load_config(None, [f"model.name_or_path={name}", "model.max_pixels=1003520"])
+    cfg = load_config(None, [f"model.name_or_path={name}", "model.max_pixels=1003520"], root=RunConfig)
     shape = model_shape(cfg.model)
     w = make_workload(cfg, shape, 1)
     backbone = meta_backbone(load_architecture(name))
@@ -140,6 +141,6 @@ def test_unknown_model_is_one_clear_error():
 
 
 def test_batch_that_does_not_split_is_refused():
-    cfg = load_config("configs/colqwen2_2b.yaml", ["data.global_batch=100"])
+    cfg = load_config("configs/colqwen2_2b.yaml", ["data.global_batch=100"], root=RunConfig)
     with pytest.raises(ValueError, match="not a multiple of 64"):
         make_plan(cfg, Cluster())
