@@ -36,7 +36,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup -m "not heavy and not slurm and not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python -m pipeline.demo $(DEMO_ARGS)
+	$(BIN)/python -m demo $(DEMO_ARGS)
 
 experiment: $(STAMP)
 	$(BIN)/python -m benchmarks.quality_experiment $(EXPERIMENT_ARGS)

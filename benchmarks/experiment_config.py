@@ -3,39 +3,35 @@ validation corpus), seeds, and the corpora's seeds."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from pydantic import Field, model_validator
 
-from pipeline.config import Config
+from pipeline.cli import RunConfig
 from pipeline.configlib import FieldError, PosInt, Section
 
 
-@dataclass(kw_only=True)
 class ExperimentConfig(Section):
     """The quality experiment: recipes x seeds through the real training path."""
 
     out_dir: str = "experiment_out"
     """Everything the experiment writes (corpora, shards, runs, summary)."""
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = [0, 1, 2]
     """Seeds of each role (model init, data order)."""
-    recipes: dict[str, list[str]] = field(
-        default_factory=lambda: {
-            "truncation": ["loss.budgets=full"],
-            "diagonal": ["loss.budgets=diagonal", "loss.sample_k=2"],
-            "3d-sampled": ["loss.budgets=grid", "loss.sample_k=6"],
-            "only-L2-d32-p2": ["loss.budgets=only", "loss.only=[2,32,2]"],
-            "only-L1-d16-p4": ["loss.budgets=only", "loss.only=[1,16,4]"],
-        }
-    )
+    recipes: dict[str, list[str]] = {
+        "truncation": ["loss.budgets=full"],
+        "diagonal": ["loss.budgets=diagonal", "loss.sample_k=2"],
+        "3d-sampled": ["loss.budgets=grid", "loss.sample_k=6"],
+        "only-L2-d32-p2": ["loss.budgets=only", "loss.only=L2-d32-p2"],
+        "only-L1-d16-p4": ["loss.budgets=only", "loss.only=L1-d16-p4"],
+    }
     """name -> dotted overrides of the run config. A recipe with loss.budgets=only is a separately trained model:
     it is reported at its own budget only."""
-    roles: dict[str, list[str]] = field(default_factory=dict)
+    roles: dict[str, list[str]] = {}
     """role -> candidate recipes: each candidate runs at choice_seeds, the one with the best validation nDCG@5
     (mean over the budgets it trains: the grid, the full budget, or its own budget) runs at the role's seeds and is
     reported as the role. A recipe in no role is a role of its own name."""
-    choice_seeds: list[int] = field(default_factory=lambda: [0])
+    choice_seeds: list[int] = [0]
     """Seeds at which every candidate of a role runs before the choice."""
-    recipe_seeds: dict[str, list[int]] = field(default_factory=dict)
+    recipe_seeds: dict[str, list[int]] = {}
     """Seeds of a role when not `seeds` (ablations may run fewer; every table says how many)."""
     default_recipe: str = "diagonal"
     """The role the configs ship (the goals are checked on it)."""
@@ -43,7 +39,7 @@ class ExperimentConfig(Section):
     """The role the others are compared with."""
     results: str = "benchmarks/results/quality_experiment.json"
     """The machine-checked summary (per role and budget: mean, std, seeds), from which the table and plots are made."""
-    last_head_recipes: list[str] = field(default_factory=lambda: ["truncation"])
+    last_head_recipes: list[str] = ["truncation"]
     """Recipes evaluated with the last head at every exit."""
     eval_docs: PosInt = 67
     """Documents of the validation corpus and of the test corpus each (unique answer codes within each)."""
@@ -55,13 +51,14 @@ class ExperimentConfig(Section):
     """Runs at once (each a single-rank DeepSpeed process)."""
     threads: PosInt | None = None
     """Torch threads per run (default: the machine's cores / parallel)."""
-    precision_recipes: list[str] = field(default_factory=list)
+    precision_recipes: list[str] = []
     """Roles whose test results `python -m benchmarks.precision_quality` summarises at every page-vector precision
     (empty: the default role)."""
     precision_results: str = "benchmarks/results/precision_quality.json"
     """The precision summary (per role and budget with precision: mean, std, seeds; retention; goals)."""
 
-    def check(self) -> None:
+    @model_validator(mode="after")
+    def check(self):
         if not self.seeds or not self.recipes or not self.choice_seeds:
             raise FieldError(next(k for k in ("seeds", "recipes", "choice_seeds") if not getattr(self, k)),
                              "must not be empty")
@@ -84,6 +81,7 @@ class ExperimentConfig(Section):
             unknown = [r for r in ([value] if isinstance(value, str) else value) if r not in known]
             if unknown:
                 raise FieldError(key, f"{unknown} are not recipes ({', '.join(known)})")
+        return self
 
     def role_candidates(self) -> dict[str, list[str]]:
         """role -> candidate recipes: the configured roles, then every recipe in no role as a role of its own."""
@@ -94,13 +92,13 @@ class ExperimentConfig(Section):
         return self.recipe_seeds.get(role, self.seeds)
 
 
-@dataclass(kw_only=True)
-class ExperimentRunConfig(Config):
-    """The pipeline's tree plus the experiment's own section."""
+class ExperimentRunConfig(RunConfig):
+    """The run's tree plus the experiment's own section."""
 
-    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
 
-    def check(self) -> None:
+    @model_validator(mode="after")
+    def check_recipes(self):
         x = self.experiment
         if self.synth.seed in (x.validation_seed, x.test_seed):
             raise FieldError("synth.seed", f"the training corpus's seed {self.synth.seed} must differ from "
@@ -115,21 +113,22 @@ class ExperimentRunConfig(Config):
             if len(kinds) > 1:
                 raise FieldError(f"experiment.roles.{role}", f"candidates train different budgets ({sorted(kinds)}): "
                                                              "they cannot be chosen between on one criterion")
+        return self
 
 
-def run_config(cfg: ExperimentRunConfig) -> Config:
-    """The pipeline part of the tree (what each stage's command reads)."""
-    return Config(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config)})
+def run_config(cfg: ExperimentRunConfig) -> RunConfig:
+    """The run's part of the tree (what each stage's command reads)."""
+    return RunConfig(**{name: getattr(cfg, name) for name in RunConfig.model_fields})
 
 
-def recipe_config(cfg: ExperimentRunConfig, recipe: str) -> Config:
-    """The run config of one recipe: the pipeline's tree with the recipe's overrides applied and checked."""
+def recipe_config(cfg: ExperimentRunConfig, recipe: str) -> RunConfig:
+    """The run config of one recipe: the run's tree with the recipe's overrides applied and checked."""
     from pipeline.configlib import apply_override, build
 
-    tree = dataclasses.asdict(run_config(cfg))
+    tree = run_config(cfg).model_dump()
     for item in cfg.experiment.recipes[recipe]:
         apply_override(tree, item)
-    return build(Config, tree)
+    return build(RunConfig, tree)
 
 
 def trained_budgets(cfg: ExperimentRunConfig, recipe: str) -> str:
@@ -137,7 +136,7 @@ def trained_budgets(cfg: ExperimentRunConfig, recipe: str) -> str:
     A role's candidates are compared on validation over exactly these budgets."""
     loss = recipe_config(cfg, recipe).loss
     if loss.budgets == "only":
-        return f"L{loss.only[0]}-d{loss.only[1]}-p{loss.only[2]}"
+        return str(loss.only)
     return "full" if loss.budgets == "full" else "grid"
 
 

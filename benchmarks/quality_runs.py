@@ -110,7 +110,7 @@ def make_models(x: Experiment, seeds: set[int]) -> None:
     for seed in sorted(seeds):
         model_dir = x.out / "models" / f"tiny-s{seed}"
         if not (model_dir / "config.json").exists():
-            _run([PY, "-m", "pipeline.model.tiny", "--config", str(x.config), "--out", str(model_dir),
+            _run([PY, "-m", "demo.tiny", "--config", str(x.config), "--out", str(model_dir),
                   f"train.seed={seed}"], x.out / f"tiny-s{seed}.log")
 
 

@@ -1,5 +1,8 @@
 """The training loop: build_* set-up functions, then `train()` - steps, logging, checkpoints, preemption, export.
 
+A learning curve comes from the caller (the entry point knows evaluation): `measure_for(retriever)` returns the
+function that scores the current weights every train.eval_every steps.
+
 On SIGTERM or SIGUSR1 the handler only sets a flag; at the next step boundary every rank agrees, saves a
 checkpoint and `train()` returns EXIT_PREEMPTED (143). Rerunning the same command resumes from the latest
 checkpoint: same batches, same MLflow run.
@@ -13,46 +16,46 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
 
-from pipeline.config import Config
 from pipeline.data.batch import Collate
 from pipeline.data.stream import TrainStream, make_loader
 from pipeline.layout.run import RunPaths
 from pipeline.layout.shards import split_shards
 from pipeline.train import dist
 from pipeline.train.checkpoint import Checkpointer
-from pipeline.train.curve import Curve
+from pipeline.train.config import TrainingTree
 from pipeline.train.engine import build_engine
 from pipeline.train.step import Encoder, StepContext, StepOutput, train_step
 from pipeline.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
 EXIT_PREEMPTED = 143  # checkpoint saved after SIGTERM/SIGUSR1; rerun the same command to resume
+Measure = Callable[[Any], dict[str, float]]  # retriever -> {metric: value} of its current weights (rank 0 logs)
 
 
 @dataclass
 class Run:
     """The live objects of one training (not config: built by build_run)."""
 
-    cfg: Config
+    cfg: TrainingTree
     engine: Any
     retriever: Any
     stream: TrainStream
     ctx: StepContext
     checkpointer: Checkpointer
     tracker: Tracker
-    curve: Curve | None = None
+    measure: Measure | None = None
     step: int = 0
     skipped: int = 0
     bad_samples: int = 0  # unreadable samples skipped (data.skip_bad_samples): at indexing, then in batches
     stop: dict = field(default_factory=lambda: {"signal": None})
 
 
-def build_model(cfg: Config) -> torch.nn.Module:
+def build_model(cfg: TrainingTree) -> torch.nn.Module:
     """The Retriever named by `cfg.model` (LoRA, quantisation, attention and gradient checkpointing per the model
     config: pipeline.model applies them)."""
     from pipeline.model.retriever import Retriever
@@ -60,7 +63,7 @@ def build_model(cfg: Config) -> torch.nn.Module:
     return Retriever.from_pretrained(cfg.model.name_or_path, cfg.model)
 
 
-def build_stream(cfg: Config, processor: Any = None) -> TrainStream:
+def build_stream(cfg: TrainingTree, processor: Any = None) -> TrainStream:
     """This rank's share of the training stream (shards verified first), with the model's processor as the
     collate (set later when the model is not built yet)."""
     shards = split_shards(cfg.data.shards, cfg.data.split)
@@ -69,7 +72,7 @@ def build_stream(cfg: Config, processor: Any = None) -> TrainStream:
                        skip_bad=cfg.data.skip_bad_samples)
 
 
-def build_step_context(cfg: Config, engine: Any, retriever: Any) -> StepContext:
+def build_step_context(cfg: TrainingTree, engine: Any, retriever: Any) -> StepContext:
     from pipeline.model.budgets import budget_grid
     from pipeline.train.loss import matryoshka_loss, select_budgets
 
@@ -78,7 +81,7 @@ def build_step_context(cfg: Config, engine: Any, retriever: Any) -> StepContext:
     def loss_fn(q, p, budgets, labels, step):
         return matryoshka_loss(q, p, budgets, cfg.loss, labels=labels, step=step)
 
-    return StepContext(engine, loss_fn, lambda step: select_budgets(grid, cfg.loss, step), cfg.data.chunk_size,
+    return StepContext(engine, loss_fn, lambda step: select_budgets(grid, cfg.loss, step), cfg.train.chunk_size,
                        grad_cache=cfg.train.grad_cache)
 
 
@@ -92,8 +95,9 @@ def install_signal_handlers(stop: dict) -> None:
         signal.signal(sig, handler)
 
 
-def build_run(cfg: Config) -> Run:
-    """Process group, model, engine, stream, resume from the latest checkpoint, tracker, signal handlers."""
+def build_run(cfg: TrainingTree, measure_for: Callable[[Any], Measure] | None = None) -> Run:
+    """Process group, model, engine, stream, resume from the latest checkpoint, tracker, the learning curve's
+    measure (set up before training starts, so a bad eval set fails first), signal handlers."""
     dist.init(timeout_s=cfg.train.dist_timeout_s)
     Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
     checkpointer = Checkpointer(cfg.train.output_dir, cfg.train.keep_checkpoints)
@@ -101,12 +105,12 @@ def build_run(cfg: Config) -> Run:
     stream = build_stream(cfg)  # before the model: data that does not verify costs seconds, not minutes
     torch.manual_seed(cfg.train.seed + dist.rank())
     retriever = build_model(cfg)
-    curve = Curve(cfg, retriever) if cfg.train.eval_every else None
+    measure = measure_for(retriever) if measure_for and cfg.train.eval_every else None
     engine, ds_config = build_engine(Encoder(retriever), cfg, dist.world_size())
     stream.transform = Collate(retriever.processor)
     state = checkpointer.load(engine, resume) if resume is not None else None
     run = Run(cfg, engine, retriever, stream, build_step_context(cfg, engine, retriever), checkpointer,
-              Tracker(cfg, ds_config, cfg.train.output_dir, resumed_step=state["step"] if state else 0), curve)
+              Tracker(cfg, ds_config, cfg.train.output_dir, resumed_step=state["step"] if state else 0), measure)
     run.bad_samples = stream.bad_at_index
     if state is not None:
         stream.load_state_dict(state["stream"])
@@ -156,9 +160,10 @@ def export_final(run: Run) -> Path:
     return out
 
 
-def train(cfg: Config) -> int:
-    """Train to `cfg.train.steps` (resuming if a checkpoint exists); returns the process exit code."""
-    run = build_run(cfg)
+def train(cfg: TrainingTree, measure_for: Callable[[Any], Measure] | None = None) -> int:
+    """Train to `cfg.train.steps` (resuming if a checkpoint exists), measuring `measure_for(retriever)` every
+    train.eval_every steps; returns the process exit code."""
+    run = build_run(cfg, measure_for)
     bar = tqdm(total=cfg.train.steps, initial=run.step, disable=not dist.is_rank0(), desc="train")
     device, tick, since = dist.device(), time.perf_counter(), 0
     batches = iter(make_loader(run.stream, cfg.data.num_workers))
@@ -179,9 +184,9 @@ def train(cfg: Config) -> int:
             log_step(run, out, lr, time.perf_counter() - tick, since)
             bar.set_postfix(loss=f"{float(out.loss):.4f}")
             tick, since = time.perf_counter(), 0
-        if run.curve and (run.step % cfg.train.eval_every == 0 or run.step == cfg.train.steps):
+        if run.measure and (run.step % cfg.train.eval_every == 0 or run.step == cfg.train.steps):
             began = time.perf_counter()
-            record(run, run.curve.measure(run.retriever))
+            record(run, run.measure(run.retriever))
             tick += time.perf_counter() - began  # samples_per_s counts training time only
         stopping = out.stop
         if stopping or run.step % cfg.train.checkpoint_every == 0 or run.step == cfg.train.steps:

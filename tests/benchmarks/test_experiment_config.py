@@ -8,7 +8,7 @@ from pipeline.config import load_config
 from pipeline.configlib import ConfigError
 
 RECIPES = ("experiment.recipes={a: [loss.budgets=full], b: [loss.budgets=full, train.lr=0.001], "
-           "c: [loss.budgets=only, 'loss.only=[1,16,4]'], d: [loss.budgets=diagonal]}")
+           "c: [loss.budgets=only, loss.only=L1-d16-p4], d: [loss.budgets=diagonal]}")
 BASE = [RECIPES, "experiment.last_head_recipes=[a]", "experiment.default_recipe=d", "experiment.baseline=trunc"]
 
 

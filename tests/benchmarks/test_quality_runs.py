@@ -14,6 +14,7 @@ import benchmarks.quality_experiment as qe
 import benchmarks.quality_runs as qr
 from benchmarks.experiment_config import ExperimentRunConfig, recipe_config
 from pipeline.config import load_config
+from pipeline.model.budgets import Budget
 
 BUDGETS = {"L4-d128-p1": 4096, "L2-d32-p2": 256, "L1-d16-p4": 32}
 
@@ -173,4 +174,4 @@ def test_every_role_gets_the_same_lr_and_warmup_search():
         search = sorted((recipe_config(cfg, r).train.lr, recipe_config(cfg, r).train.warmup_steps) for r in candidates)
         assert search == [(3e-4, 50), (6e-4, 100)], role
     assert set(e.last_head_recipes) == set(e.roles["truncation"])
-    assert recipe_config(cfg, "only-L1-d16-p4+lr6e-4").loss.only == [1, 16, 4]
+    assert recipe_config(cfg, "only-L1-d16-p4+lr6e-4").loss.only == Budget(1, 16, 4)

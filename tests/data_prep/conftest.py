@@ -29,7 +29,7 @@ def corpus(tmp_path_factory) -> Path:
     """Synthetic PDFs (varying page counts) + queries.jsonl, a Parquet page-image set, page image files,
     and one file per reject reason."""
     from data_prep.synth import synthesize
-    from pipeline.config import SynthConfig
+    from data_prep.config import SynthConfig
 
     root = tmp_path_factory.mktemp("corpus")
     synthesize(SynthConfig(out_dir=str(root), n_docs=16, pages_per_doc=1, pages_per_doc_max=4, seed=3))

@@ -9,8 +9,7 @@ import torch
 
 from pipeline.evaluate.cost import bytes_per_page, bytes_per_page_from_grids, pooled_counts
 from pipeline.evaluate.metrics import METRICS, mean_metrics, per_query, ranked
-from pipeline.model.budgets import apply_budget
-from pipeline.model.pooling import normalize
+from pipeline.model.pooling import apply_budget, normalize
 from pipeline.model.vectors import MultiVector
 from tests.helpers.reference import hand_metrics
 

@@ -10,7 +10,10 @@ from pathlib import Path
 
 from pipeline.config import load_config
 
-EXPORT_BUDGETS = {"full": [0, 128, 1], "half": [2, 32, 2], "half-bin": [2, 32, 2, "bin"], "quarter": [1, 16, 4]}
+EXPORT_BUDGETS = {"full": "full", "half": "L2-d32-p2", "half-bin": "L2-d32-p2-bin", "quarter": "L1-d16-p4"}
+# (layers, dim, pool, precision) each name must resolve to on the 4-layer, 128-wide tiny model
+RESOLVED = {"full": (4, 128, 1, "fp16"), "half": (2, 32, 2, "fp16"), "half-bin": (2, 32, 2, "bin"),
+            "quarter": (1, 16, 4, "fp16")}
 NAME = "retriever-test"
 
 

@@ -26,8 +26,9 @@ def write_config(tmp: Path, name: str, model_dir: Path, shards: Path, model: dic
     cfg = {
         "model": {"name_or_path": str(model_dir), **(MODEL if model is None else model)},
         "loss": {"temperature": 0.05},
-        "data": {"shards": str(shards), "global_batch": 8, "chunk_size": 4},
-        "train": {"output_dir": str(tmp / name), "lr": 3e-3, "warmup_steps": 3, "log_every": 1, **train},
+        "data": {"shards": str(shards), "global_batch": 8},
+        "train": {"output_dir": str(tmp / name), "chunk_size": 4, "lr": 3e-3, "warmup_steps": 3, "log_every": 1,
+                  **train},
         "tracking": {"tracking_uri": f"sqlite:///{tmp / name}.db", "experiment": "test"},
         "eval": eval or {},
     }

@@ -24,7 +24,7 @@ def _overrides(model: Path, shards: Path, out: Path) -> str:
         f"model.name_or_path={model}", f"data.shards={shards}", f"train.output_dir={out / 'run'}",
         f"tracking.tracking_uri=sqlite:///{out / 'mlruns.db'}", "tracking.system_metrics=false",
         f"train.steps={STEPS}", "train.log_every=1", "train.checkpoint_every=2", "train.warmup_steps=1",
-        "data.global_batch=8", "data.chunk_size=1", "train.eval_every=0"])  # the shards hold no eval split
+        "data.global_batch=8", "train.chunk_size=1", "train.eval_every=0"])  # the shards hold no eval split
 
 
 @pytest.fixture(scope="module")
