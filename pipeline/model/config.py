@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PlainSerializer, PlainValidator, model_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, PlainValidator, model_validator
 
 from pipeline.configlib import FieldError, NonNegInt, PosInt, Section
 from pipeline.model.budgets import PRECISIONS, Budget, Precision, pool_of, pool_token
 
-__all__ = ["PRECISIONS", "BudgetField", "LoraConfig", "ModelConfig", "PoolField", "Precision"]
+__all__ = ["PRECISIONS", "BudgetField", "LoraConfig", "ModelConfig", "PoolField", "Precision", "StageField"]
 
 
 def _budget(value: Any) -> Budget:
@@ -19,6 +19,8 @@ def _budget(value: Any) -> Budget:
 
 # A budget in the config: written as text ("L2-d32-p2-bin", "d32-p2", "full"), held as a parsed Budget.
 BudgetField = Annotated[Budget, PlainValidator(_budget), PlainSerializer(str, return_type=str)]
+# One stage of a cascade search, written [budget, limit] (how many pages the stage keeps).
+StageField = Annotated[tuple[BudgetField, PosInt], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
 # A pool factor in the config: an integer >= 1 or a level's name ("page": one vector per page), held as the factor.
 PoolField = Annotated[int, PlainValidator(pool_of), PlainSerializer(pool_token)]
 

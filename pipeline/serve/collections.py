@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import shutil
@@ -55,9 +56,10 @@ class Target:
 def _client(url: str, api_key_env: str):
     from qdrant_client import QdrantClient
 
-    if url.startswith("path:"):
-        return QdrantClient(path=url[len("path:"):])
-    return QdrantClient(url=url, api_key=os.environ.get(api_key_env) or None)
+    client = (QdrantClient(path=url[len("path:"):]) if url.startswith("path:")
+              else QdrantClient(url=url, api_key=os.environ.get(api_key_env) or None))
+    atexit.register(client.close)  # before the interpreter tears down what close() imports
+    return client
 
 
 def _new_name(info: dict) -> str:

@@ -3,15 +3,12 @@ the budgets stored and the cascade searched, the HTTP server and its request lim
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BeforeValidator, model_validator
+from pydantic import model_validator
 
 from pipeline.configlib import FieldError, Port, PosFloat, PosInt, Section
-from pipeline.model.config import BudgetField
-
-# One cascade stage, written [budget, limit] in YAML.
-StageField = Annotated[tuple[BudgetField, PosInt], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
+from pipeline.model.config import BudgetField, StageField
 
 
 class ServeConfig(Section):
