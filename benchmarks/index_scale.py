@@ -1,0 +1,259 @@
+"""Benchmark the serving engines at scale: Qdrant Edge (in-process, the default engine) against the flat exact index,
+per budget and cascade, at 10k, 100k and 1M pages, with 1 and 8 concurrent clients; ratios printed side by side.
+
+    python benchmarks/index_scale.py [--out benchmarks/results/index_scale.json]      (hours on a shared 2-core box)
+    python benchmarks/index_scale.py --quick                                          (drawn vectors, a minute or two)
+
+Vectors: the trained tiny model's (configs/tiny.yaml, trained by `python -m demo` steps into --model) for the rendered
+pages of --shards, each page encoded once at every budget (Retriever.embed_budgets), kept under --work; beyond the
+rendered pages, vectors drawn to match the model's per-exit statistics (benchmarks/index_scale_vectors.py). Queries:
+the model's vectors of the codes printed on sampled pages. Per point: build pages/s (Qdrant: the engine's upsert +
+finish(); flat: the file written in one piece), disk bytes/page (du of the collection), RAM bytes/page (resident
+growth of a fresh process from before opening to after the timed searches), p50/p95 ms per query (each client a
+thread calling engine.search with one query at a time), recall@10 against the flat exact top-10 at the last stage's
+budget. Each collection is deleted once measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.index_scale_engines import DrawnPages, ModelPages, build_flat, build_qdrant, disk_bytes  # noqa: E402
+from benchmarks.index_scale_measure import run_measure  # noqa: E402
+from benchmarks.index_scale_real import quick_vectors, real_configs  # noqa: E402
+from benchmarks.index_scale_summary import (goals, growth, markdown, point, recall_at_k, same_ranking,  # noqa: E402
+                                            stages_name)
+from benchmarks.index_scale_vectors import ExitStats, VectorSet, encode_pages, encode_queries, fidelity  # noqa: E402
+from pipeline.model.budgets import Budget  # noqa: E402
+
+FULL, BAL, BIN, PAGE_B = "L4-d128-p1", "L2-d32-p2", "L2-d32-p2-bin", "L4-d128-page"
+SINGLES = [FULL, BAL, BIN, PAGE_B]
+STORED = [PAGE_B, BIN, FULL]  # the cascade collection: configs/tiny.yaml's serve.budgets
+ENCODED = [FULL, PAGE_B, BAL, "L2-d128-p1"]  # the last only for the drawn vectors' statistics at exit 2
+GRID, COUNT = (4, 4), 16  # the tiny model's pages: a 4 x 4 grid of merged patches
+
+
+def parse(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="drawn vectors only, small scales, 1 and 2 clients")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/index_scale.json")
+    ap.add_argument("--work", type=Path, default=ROOT / "bench_out/index_scale", help="vectors and collections")
+    ap.add_argument("--model", type=Path, default=ROOT / "bench_out/demo/run/final")
+    ap.add_argument("--shards", type=Path, default=ROOT / "bench_out/shards")
+    ap.add_argument("--scales", default="100000,10000,1000000", help="page counts (the ladder's first)")
+    ap.add_argument("--clients", default="1,8")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--flat-sample", type=int, default=30, help="queries timed by flat at 1M pages and more")
+    ap.add_argument("--ladder", default="100,300,1000,3000,10000", help="first-stage limits tried for recall")
+    ap.add_argument("--cascade-n", type=int, default=None, help="skip the ladder: this first-stage limit")
+    ap.add_argument("--shared-full-from", type=int, default=1_000_000,
+                    help="from this many pages the full budget is searched in the cascade collection")
+    ap.add_argument("--real-pages", type=int, default=1000)
+    ap.add_argument("--min-free-gib", type=float, default=3.0, help="skip a collection that would leave less")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.scales, a.clients, a.queries, a.ladder, a.real_pages = "5000,2000", "1,2", 40, "50,200,1000", 200
+        a.work = a.work.with_name(a.work.name + "-quick")
+    a.scales = [int(x) for x in a.scales.split(",")]
+    a.clients = [int(x) for x in a.clients.split(",")]
+    a.ladder = [int(x) for x in a.ladder.split(",")]
+    return a
+
+
+def shell(cmd: list[str], **kw) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, **kw).stdout.strip()
+
+
+def free_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def raw_bytes(budgets: list[str]) -> int:
+    """Stored bytes per tiny page at these budgets (Qdrant keeps every precision as float16 values)."""
+    per = {FULL: COUNT * 128 * 2, BAL: 4 * 32 * 2, BIN: 4 * 32 * 2, PAGE_B: 128 * 2}
+    return sum(per[b] for b in budgets)
+
+
+class Bench:
+    """One run: its vectors, the collections it builds and measures, and the points they give."""
+
+    def __init__(self, args, pages: VectorSet | None, stats: dict, queries: Path, n_queries: int):
+        self.args, self.pages, self.stats, self.queries = args, pages, stats, queries
+        self.n_queries = n_queries
+        self.points, self.truth, self.truth_scores, self.exact, self.notes, self.ladder = [], {}, {}, [], [], []
+        self.cascades: list[list] = []
+
+    def source(self, n: int):
+        if self.pages is not None and n <= len(self.pages):
+            return ModelPages(self.pages, n)
+        return DrawnPages(self.stats, n, COUNT, GRID)
+
+    def collection(self, engine: str, budgets: list[str], n: int, plans: list[dict]) -> dict | None:
+        """Build one collection, measure it in a fresh process, delete it; None when memory would run short."""
+        need = raw_bytes(budgets) * n * (3 if engine == "flat" else 1.5)
+        if free_bytes() - need < self.args.min_free_gib * 2**30:
+            self.notes.append(f"skipped {engine} {budgets} at {n:,} pages: {need / 2**30:.1f} GiB needed, "
+                              f"{free_bytes() / 2**30:.1f} GiB available")
+            print(self.notes[-1], flush=True)
+            return None
+        directory = self.args.work / "collections" / f"{engine}-{n}-{'+'.join(budgets)}"
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        src, bs = self.source(n), [Budget.parse(b) for b in budgets]
+        print(f"build {engine} {'+'.join(budgets)} {n:,} pages ({src.kind})", flush=True)
+        built = build_flat(directory, bs, src) if engine == "flat" else build_qdrant(directory, bs, src)
+        info = {"budgets": budgets, "disk_bytes": disk_bytes(directory), "vectors": src.kind, **built}
+        measured = run_measure(self.args.work, engine, directory, plans, self.queries) if plans else None
+        shutil.rmtree(directory, ignore_errors=True)
+        if measured:
+            mem = measured["memory"]
+            info.update(ram_bytes=mem["after"]["rss"] - mem["before"]["rss"], memory=mem, runs=measured["runs"],
+                        open_s=measured["open_s"])
+        return info
+
+    def add_points(self, engine: str, n: int, info: dict) -> None:
+        for run in info["runs"]:
+            truth = self.truth.get((n, run["stages"][-1][0]))
+            recall = recall_at_k(run["keys"], truth) if truth else None
+            counted = sum(1 for g, t in zip(run["keys"], truth or []) if g is not None and t)
+            p = point(engine, run["stages"], n, run, info, info["vectors"], recall, counted)
+            p.update(build=dict((k, info.get(k)) for k in ("upsert_s", "optimize_s", "build_s", "open_s")))
+            self.points.append(p)
+            print(f"  {engine:6} {stages_name(run['stages']):45} {n:>9,} c={run['clients']} p50 {p['p50_ms']:8.1f} ms "
+                  f"p95 {p['p95_ms']:8.1f} recall {p['recall_at_10'] if recall is None else round(recall, 3)}",
+                  flush=True)
+
+    def plans(self, stage_sets: list[list], n: int, flat: bool) -> list[dict]:
+        q = self.args.flat_sample if flat and n >= 1_000_000 else self.n_queries
+        return [{"stages": [[b, min(k, n)] for b, k in s], "clients": self.args.clients, "queries": q}
+                for s in stage_sets]
+
+    def run_scale(self, n: int) -> None:
+        shared = n >= self.args.shared_full_from
+        for b in SINGLES:  # the flat exact top-10 of every budget: the truth recall is measured against
+            if b == FULL and shared and not self.fits_flat_full(n):
+                continue
+            info = self.collection("flat", [b], n, self.plans([[[b, 10]]], n, flat=True))
+            if info:
+                one = next(r for r in info["runs"] if r["clients"] == 1)
+                self.truth[(n, b)] = one["keys"]
+                self.truth_scores[(n, b)] = one["scores"]
+                self.add_points("flat", n, info)
+        if not self.cascades:
+            self.choose_cascades(n)
+        singles = [[[FULL, 10]]] if shared else []
+        info = self.collection("qdrant", STORED, n, self.plans(self.cascades + singles, n, flat=False))
+        if info:
+            self.add_points("qdrant", n, info)
+        for b in SINGLES if not shared else [x for x in SINGLES if x != FULL]:
+            info = self.collection("qdrant", [b], n, self.plans([[[b, 10]]], n, flat=False))
+            if info:
+                self.add_points("qdrant", n, info)
+                if self.source(n).kind == "model" and b != PAGE_B:  # multivectors: scanned exactly, no graph
+                    self.compare_exact(n, b, next(r for r in info["runs"] if r["clients"] == 1))
+        if not shared:
+            info = self.collection("flat", STORED, n, self.plans(self.cascades, n, flat=True))
+            if info:
+                self.add_points("flat", n, info)
+
+    def fits_flat_full(self, n: int) -> bool:
+        return free_bytes() - raw_bytes([FULL]) * n * 3 >= self.args.min_free_gib * 2**30
+
+    def compare_exact(self, n: int, budget: str, run: dict) -> None:
+        keys, scores = self.truth.get((n, budget)), self.truth_scores.get((n, budget))
+        for qk, qs, fk, fs in zip(run["keys"], run["scores"], keys or [], scores or []):
+            self.exact.append({"identical": set(qk) == set(fk), "same": same_ranking(qk, qs, fk, fs)})
+
+    def choose_cascades(self, n: int) -> None:
+        """The smallest first-stage limit of the ladder whose 2-stage cascade keeps recall@10 >= 0.95 at n pages
+        (measured in Qdrant Edge), then the 3-stage cascade's middle limit likewise."""
+        two = lambda k: [[PAGE_B, k], [FULL, 10]]  # noqa: E731
+        three = lambda k, m: [[PAGE_B, k], [BIN, m], [FULL, 10]]  # noqa: E731
+        ladder = [k for k in self.args.ladder if k <= n] if not self.args.cascade_n else [self.args.cascade_n]
+        info = self.collection("qdrant", STORED, n, [{"stages": two(k), "clients": [1], "queries": self.n_queries}
+                                                     for k in ladder])
+        recall = {r["stages"][0][1]: recall_at_k(r["keys"], self.truth[(n, FULL)]) for r in info["runs"]}
+        k = next((k for k in ladder if recall[k] >= 0.95), ladder[-1])
+        self.ladder.append({"pages": n, "stages": "two", "recall": recall, "chosen": k})
+        middles = sorted({max(10, k // 8), max(10, k // 4), max(10, k // 2)})
+        info = self.collection("qdrant", STORED, n, [{"stages": three(k, m), "clients": [1],
+                                                      "queries": self.n_queries} for m in middles])
+        recall3 = {r["stages"][1][1]: recall_at_k(r["keys"], self.truth[(n, FULL)]) for r in info["runs"]}
+        m = next((m for m in middles if recall3[m] >= 0.95), middles[-1])
+        self.ladder.append({"pages": n, "stages": "three", "first": k, "recall": recall3, "chosen": m})
+        self.cascades = [two(k), three(k, m)]
+        print(f"cascades chosen at {n:,} pages: {self.cascades} (recall {recall}, {recall3})", flush=True)
+
+
+def model_vectors(args) -> tuple[VectorSet, dict, Path, dict]:
+    """The model's page vectors (encoded once, kept), the drawn vectors' statistics and the query file."""
+    encoded = [Budget.parse(b) for b in ENCODED]
+    pages = encode_pages(args.model, args.shards, encoded, args.work / "vectors")
+    qpath = args.work / "queries.safetensors"
+    if not qpath.exists():
+        rng = random.Random(0)
+        texts = [" ".join(pages.meta[i]["codes"]) for i in rng.sample(range(len(pages)), args.queries)]
+        encode_queries(args.model, texts, [Budget.parse(b) for b in (FULL, PAGE_B, BAL)], qpath)
+    fit = min(len(pages), 20_000)
+    stats, report = {}, {}
+    for layers, name in ((4, FULL), (2, "L2-d128-p1")):
+        v = pages.parts[Budget.parse(name)][0][: fit * COUNT].float().reshape(fit, COUNT, -1)
+        stats[layers] = ExitStats.fit(v)
+        drawn = DrawnPages(stats, 2000, COUNT, GRID).batch([Budget.parse(name)], 0, 2000)[1]
+        report[f"L{layers}"] = {**stats[layers].as_dict(),
+                                "fidelity": fidelity(v, torch.stack(drawn[Budget.parse(name)]))}
+    for b in ("L2-d128-p1",):
+        pages.parts.pop(Budget.parse(b))  # only the statistics needed it
+    return pages, stats, qpath, {"fit_pages": fit, **report}
+
+
+def main(argv=None) -> None:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    t0, load0 = time.time(), os.getloadavg()
+    if args.quick:
+        pages, stats, qpath, fit = None, *quick_vectors(args.work, args.queries, COUNT)
+    else:
+        pages, stats, qpath, fit = model_vectors(args)
+    n_queries = len(VectorSet.load(qpath).keys)
+    bench = Bench(args, pages, stats, qpath, n_queries)
+    for n in args.scales:
+        bench.run_scale(n)
+    real = real_configs(args, stats, qpath)
+    small, large = sorted(args.scales)[-2:]
+    exact = {"compared": len(bench.exact), "equal": sum(e["same"] for e in bench.exact) / max(len(bench.exact), 1),
+             "identical": sum(e["identical"] for e in bench.exact) / max(len(bench.exact), 1)}
+    result = {
+        "commit": shell(["git", "rev-parse", "HEAD"]), "command": " ".join(["python benchmarks/index_scale.py",
+                                                                            *(argv or sys.argv[1:])]),
+        "machine": {"cpus": os.cpu_count(), "mem_total_gib": round(os.sysconf("SC_PHYS_PAGES") *
+                                                                    os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+                    "load_avg_start": load0, "load_avg_end": os.getloadavg(), "wall_s": round(time.time() - t0)},
+        "model_pages": len(pages) if pages is not None else 0, "drawn_fit": fit, "ladder": bench.ladder,
+        "points": bench.points,
+        "goals": goals(bench.points, exact, [[FULL, 10]], bench.cascades[0], small, large),
+        "growth": growth(bench.points, sorted(args.scales)), "real_configs": real, "notes": bench.notes}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
