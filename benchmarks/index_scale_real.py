@@ -56,7 +56,7 @@ def cut_queries(qpath: Path, budgets: list[str], out: Path) -> Path:
     are not pooled), as the model cuts them."""
     queries = VectorSet.load(qpath, [Budget.parse("L4-d128-p1")])
     full = queries.parts[Budget.parse("L4-d128-p1")]
-    parts = {Budget.parse(b).fp16: (normalize(full[0].float()[:, : Budget.parse(b).dim]).half(), full[1])
+    parts = {Budget.parse(b).fp16: (normalize(full[0].float()[:, : Budget.parse(b).dim]).half(), full[1].clone())
              for b in budgets}
     VectorSet(parts, queries.keys).save(out)
     return out
@@ -108,7 +108,7 @@ def real_configs(args, stats: dict, qpath: Path) -> list[dict]:
     qpath = cut_queries(qpath, REAL_BUDGETS, args.work / "queries-real.safetensors")
     rows = []
     for name, tokens in configs:
-        for budget in REAL_BUDGETS:
+        for budget in REAL_BUDGETS if not args.quick else REAL_BUDGETS[:: len(REAL_BUDGETS) - 1]:
             pages = args.real_pages if Budget.parse(budget).pool > 1 or Budget.parse(budget).dim < 128 \
                 else max(100, args.real_pages // 2)
             print(f"real config {name}: {tokens} vectors/page, {budget}, {pages} drawn pages", flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+MILLION = 1_000_000
 EXACT_TOL = 1e-3  # the scores two engines may differ by and still be the same ranking (fp16 storage, tie order)
 
 
@@ -76,8 +77,10 @@ def goals(points: list[dict], exact: dict, full: list, cascade: list, small: int
     """The issue's goals from the points: `exact` = {"equal": fraction of (query, budget) whose Qdrant top-10 is
     flat's, "compared": how many}; `full` the full budget's single stage; `cascade` the chosen cascade; `small`,
     `large` the 100k and 1M page counts."""
-    out = {"qdrant_exact_equals_flat": goal(exact["equal"], 1.0, exact["equal"] == 1.0 and exact["compared"] > 0,
-                                            compared=exact["compared"], identical_sets=exact.get("identical"))}
+    compared = exact["compared"] > 0
+    out = {"qdrant_exact_equals_flat": goal(exact["equal"] if compared else None, 1.0,
+                                            compared and exact["equal"] == 1.0, compared=exact["compared"],
+                                            identical_sets=exact.get("identical") if compared else None)}
     c100, f100 = find(points, "qdrant", cascade, small), find(points, "flat", full, small)
     recall = c100["recall_at_10"] if c100 else None
     out["cascade_recall_at_100k"] = goal(recall, ">= 0.95", recall is not None and recall >= 0.95,
@@ -89,21 +92,25 @@ def goals(points: list[dict], exact: dict, full: list, cascade: list, small: int
     growth = c1m["p50_ms"] / c100["p50_ms"] if c1m and c100 else None
     out["cascade_growth_100k_to_1m"] = goal(growth, "<= 3", growth is not None and growth <= 3,
                                             unit="cascade p50 at 1M / at 100k, 1 client")
-    at_1m = sorted({stages_name(p["stages"]) for p in points if p["engine"] == "qdrant" and p["pages"] >= large})
+    at_1m = sorted({stages_name(p["stages"]) for p in points if p["engine"] == "qdrant" and p["pages"] >= MILLION})
     out["million_pages_indexed"] = goal(at_1m, "some budget indexed and searched at 1M pages", bool(at_1m))
     return out
 
 
 def growth(points: list[dict], scales: list[int], clients: int = 1) -> list[dict]:
-    """Per engine and stages, p50 at each scale and its ratio to the previous scale's."""
+    """Per engine and stages: p50 at each scale and its ratio to the previous scale's, and the RAM each page adds
+    between consecutive scales (the fixed cost of an open collection cancels out)."""
     rows = {}
     for p in points:
         if p["clients"] == clients:
-            rows.setdefault((p["engine"], stages_name(p["stages"])), {})[p["pages"]] = p["p50_ms"]
+            rows.setdefault((p["engine"], stages_name(p["stages"])), {})[p["pages"]] = p
     out = []
     for (engine, name), by in sorted(rows.items()):
-        ratios = {f"{a}->{b}": by[b] / by[a] for a, b in zip(scales, scales[1:]) if a in by and b in by}
-        out.append({"engine": engine, "stages": name, "p50_ms": by, "ratio": ratios})
+        pairs = [(a, b) for a, b in zip(scales, scales[1:]) if a in by and b in by]
+        ram = lambda n: by[n]["ram_bytes_per_page"] * n  # noqa: E731
+        out.append({"engine": engine, "stages": name, "p50_ms": {n: by[n]["p50_ms"] for n in by},
+                    "ratio": {f"{a}->{b}": by[b]["p50_ms"] / by[a]["p50_ms"] for a, b in pairs},
+                    "ram_bytes_per_added_page": {f"{a}->{b}": (ram(b) - ram(a)) / (b - a) for a, b in pairs}})
     return out
 
 
@@ -117,7 +124,8 @@ def markdown(result: dict) -> str:
              f"`{result['command']}`", "",
              "| engine | stages | pages | vectors | clients | recall@10 | p50 ms | p95 ms | RAM B/page | disk B/page "
              "| build pages/s |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for p in result["points"]:
+    for p in sorted(result["points"], key=lambda p: (p["pages"], p["engine"], len(p["stages"]), str(p["stages"]),
+                                                     p["clients"])):
         lines.append(f"| {p['engine']} | {stages_name(p['stages'])} | {p['pages']:,} | {p['vectors']} | {p['clients']} "
                      f"| {_fmt(p['recall_at_10'], '.3f')} | {p['p50_ms']:.1f} | {p['p95_ms']:.1f} "
                      f"| {p['ram_bytes_per_page']:,.0f} | {p['disk_bytes_per_page']:,.0f} "

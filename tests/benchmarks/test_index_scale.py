@@ -84,9 +84,12 @@ def test_goals_met_and_missed():
 
 
 def test_growth_ratios_per_scale():
-    rows = growth([pt("flat", FULL, 10, 1.0), pt("flat", FULL, 100, 10.0), pt("flat", FULL, 1000, 95.0)],
-                  [10, 100, 1000])
+    points = [pt("flat", FULL, 10, 1.0), pt("flat", FULL, 100, 10.0), pt("flat", FULL, 1000, 95.0)]
+    points[0]["ram_bytes_per_page"] = 100.0  # 1000 bytes at 10 pages, then 10 bytes a page: 1900 bytes at 100
+    points[1]["ram_bytes_per_page"] = 19.0
+    rows = growth(points, [10, 100, 1000])
     assert rows[0]["ratio"] == {"10->100": 10.0, "100->1000": 9.5}
+    assert rows[0]["ram_bytes_per_added_page"]["10->100"] == pytest.approx(10.0)
 
 
 def test_drawn_pages_do_not_depend_on_the_range_drawn():
