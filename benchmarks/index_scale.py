@@ -64,6 +64,7 @@ def parse(argv):
                     help="from this many pages the full budget is searched in the cascade collection")
     ap.add_argument("--real-pages", type=int, default=1000)
     ap.add_argument("--min-free-gib", type=float, default=3.0, help="skip a collection that would leave less")
+    ap.add_argument("--render", action="store_true", help="only rewrite --out's markdown from its JSON")
     a = ap.parse_args(argv)
     if a.quick:
         a.scales, a.clients, a.queries, a.ladder, a.real_pages = "3000,1000", "1,2", 30, "50,300", 100
@@ -228,8 +229,40 @@ def model_vectors(args) -> tuple[VectorSet, dict, Path, dict]:
     return pages, stats, qpath, {"fit_pages": fit, **report}
 
 
+def model_info(model: Path) -> dict:
+    """What trained the model whose vectors these are: its run's steps and its evaluation at the budgets here."""
+    run_dir = model.parent
+    out = {"path": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model), "recipe": "configs/tiny.yaml (python -m demo's commands)"}
+    try:
+        out["steps"] = json.loads((run_dir / "run.json").read_text()).get("steps")
+        res = json.loads((run_dir / "eval" / "results.json").read_text())
+        out["eval_pages"] = res["pages"]
+        out["ndcg_at_5"] = {r["budget"]: round(r["ndcg_at_5"], 4) for r in res["rows"] if r["budget"] in SINGLES}
+    except (OSError, ValueError, KeyError) as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+ABOUT = [
+    "Qdrant Edge = the serving engine (pipeline/serve/engines/qdrant.py + edge.py) in this process; flat = the exact "
+    "index (pipeline/serve/engines/flat.py). Every point runs in a fresh process per collection.",
+    "recall@10: the fraction of the flat engine's exact top-10 at the last stage's budget found; p50/p95: per query, "
+    "each client a thread sending one query at a time; RAM: resident-set growth of the measuring process from before "
+    "opening the collection to after its timed searches (Edge maps its vector files: touched file pages count), per "
+    "page; disk: du of the collection; build: Qdrant = QdrantEngine.upsert in batches + finish(), flat = the index "
+    "file written in one piece.",
+    "vectors model = the trained tiny model's (16 vectors/page) for rendered synthetic pages; drawn = pages drawn to "
+    "match its per-exit statistics (recall on them is reported, not a goal). Queries: the model's vectors of the codes "
+    "printed on sampled pages. Timings are wall-clock on a shared 2-core machine (see machine.load_avg; cpu_ms_per_query"
+    " is the process CPU time).",
+]
+
+
 def main(argv=None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.render:
+        args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.read_text())))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     t0, load0 = time.time(), os.getloadavg()
     if args.quick:
@@ -250,6 +283,7 @@ def main(argv=None) -> None:
         "machine": {"cpus": os.cpu_count(), "mem_total_gib": round(os.sysconf("SC_PHYS_PAGES") *
                                                                     os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
                     "load_avg_start": load0, "load_avg_end": os.getloadavg(), "wall_s": round(time.time() - t0)},
+        "about": ABOUT, "model": None if args.quick else model_info(args.model),
         "model_pages": len(pages) if pages is not None else 0, "drawn_fit": fit, "ladder": bench.ladder,
         "points": bench.points,
         "goals": goals(bench.points, exact, [[FULL, 10]], bench.cascades[0], small, large),

@@ -118,21 +118,54 @@ def _fmt(x, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
-def markdown(result: dict) -> str:
-    """The results as a markdown table (the key columns) with the goals under it."""
-    lines = [f"# Index scale: Qdrant Edge vs the flat exact index (commit {result['commit'][:12]})", "",
-             f"`{result['command']}`", "",
-             "| engine | stages | pages | vectors | clients | recall@10 | p50 ms | p95 ms | RAM B/page | disk B/page "
+def _points_table(points: list[dict]) -> list[str]:
+    lines = ["| engine | stages | pages | vectors | clients | recall@10 | p50 ms | p95 ms | RAM B/page | disk B/page "
              "| build pages/s |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for p in sorted(result["points"], key=lambda p: (p["pages"], p["engine"], len(p["stages"]), str(p["stages"]),
-                                                     p["clients"])):
+    for p in sorted(points, key=lambda p: (p["pages"], p["engine"], len(p["stages"]), str(p["stages"]), p["clients"])):
         lines.append(f"| {p['engine']} | {stages_name(p['stages'])} | {p['pages']:,} | {p['vectors']} | {p['clients']} "
                      f"| {_fmt(p['recall_at_10'], '.3f')} | {p['p50_ms']:.1f} | {p['p95_ms']:.1f} "
                      f"| {p['ram_bytes_per_page']:,.0f} | {p['disk_bytes_per_page']:,.0f} "
                      f"| {_fmt(p['build_pages_per_s'], ',.0f')} |")
-    lines += ["", "| goal | value | target | met |", "|---|---|---|---|"]
+    return lines
+
+
+def _growth_table(rows: list[dict]) -> list[str]:
+    lines = ["| engine | stages | p50 ms by pages | growth | RAM bytes per added page |", "|---|---|---|---|---|"]
+    for r in rows:
+        p50 = ", ".join(f"{int(n):,}: {v:.1f}" for n, v in sorted(r["p50_ms"].items(), key=lambda x: int(x[0])))
+        ratio = ", ".join(f"{k}: {v:.1f}x" for k, v in r["ratio"].items())
+        ram = ", ".join(f"{k}: {v:,.0f}" for k, v in r["ram_bytes_per_added_page"].items())
+        lines.append(f"| {r['engine']} | {r['stages']} | {p50} | {ratio} | {ram} |")
+    return lines
+
+
+def _real_table(rows: list[dict]) -> list[str]:
+    lines = ["| config | vectors/page | budget | stored vectors/page | disk B/page | RAM B/page | disk GiB / 1M pages "
+             "| RAM GiB / 1M pages | 1M pages on 24 GB |", "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['page_tokens']:,} | {r['budget']} | {r['vectors_per_page']:,} "
+                     f"| {r['disk_bytes_per_page']:,.0f} | {r['ram_bytes_per_page']:,.0f} "
+                     f"| {r['disk_gib_per_million']:,.1f} | {r['ram_gib_per_million']:,.1f} "
+                     f"| {'fits' if r['fits_1m_on_24gb'] else 'needs a cluster'} |")
+    return lines
+
+
+def markdown(result: dict) -> str:
+    """The results as markdown: the points, the goals, growth with scale, the real configs, the notes."""
+    lines = [f"# Index scale: Qdrant Edge vs the flat exact index (commit {result['commit'][:12]})", "",
+             f"`{result['command']}`", ""]
+    lines += [line for line in result.get("about", [])] + [""] if result.get("about") else []
+    lines += _points_table(result["points"])
+    lines += ["", "## Goals", "", "| goal | value | target | met |", "|---|---|---|---|"]
     for name, g in result["goals"].items():
         v = g["value"]
         v = f"{v:.3f}" if isinstance(v, float) else v
         lines.append(f"| {name} | {v} | {g['goal']} | {'yes' if g['met'] else '**missed**'} |")
+    if result.get("growth"):
+        lines += ["", "## ms/query with scale (1 client)", ""] + _growth_table(result["growth"])
+    if result.get("real_configs"):
+        lines += ["", "## Real configs (drawn vectors at their vectors per page)", ""]
+        lines += _real_table(result["real_configs"])
+    if result.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
