@@ -35,8 +35,8 @@ from benchmarks.index_scale_engines import (DrawnPages, ModelPages, build_flat, 
                                             query_dicts, streamed_truth)
 from benchmarks.index_scale_measure import run_measure  # noqa: E402
 from benchmarks.index_scale_real import quick_vectors, real_configs  # noqa: E402
-from benchmarks.index_scale_summary import (goals, growth, markdown, point, recall_at_k, same_ranking,  # noqa: E402
-                                            stages_name)
+from benchmarks.index_scale_summary import (goals, growth, markdown, percentile, point, recall_at_k,  # noqa: E402
+                                            same_ranking, stages_name)
 from benchmarks.index_scale_vectors import ExitStats, VectorSet, encode_pages, encode_queries, fidelity  # noqa: E402
 from pipeline.model.budgets import Budget  # noqa: E402
 
@@ -58,7 +58,8 @@ def parse(argv):
     ap.add_argument("--clients", default="1,8")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--flat-sample", type=int, default=30, help="queries timed by flat at 1M pages and more")
-    ap.add_argument("--ladder", default="100,300,1000,3000,10000,30000", help="first-stage limits tried")
+    ap.add_argument("--ladder", default="300,1000,2000,3000,4000,5000,7000,10000,20000",
+                    help="first-stage limits tried for recall")
     ap.add_argument("--cascade-n", type=int, default=None, help="skip the ladder: this first-stage limit")
     ap.add_argument("--shared-full-from", type=int, default=1_000_000,
                     help="from this many pages the full budget is searched in the cascade collection")
@@ -100,34 +101,44 @@ class Bench:
         self.n_queries = n_queries
         self.points, self.truth, self.truth_scores, self.exact, self.notes, self.ladder = [], {}, {}, [], [], []
         self.cascades: list[list] = []
+        self.kept: dict[Path, dict] = {}  # collections kept between measurements (the ladder's)
 
     def source(self, n: int):
         if self.pages is not None and n <= len(self.pages):
             return ModelPages(self.pages, n)
         return DrawnPages(self.stats, n, COUNT, GRID)
 
-    def collection(self, engine: str, budgets: list[str], n: int, plans: list[dict]) -> dict | None:
-        """Build one collection, measure it in a fresh process, delete it; None when memory would run short."""
+    def collection(self, engine: str, budgets: list[str], n: int, plans: list[dict], keep: bool = False) -> dict | None:
+        """Build one collection (or reuse the one kept by the last call), measure it in a fresh process, delete it
+        unless `keep`; None when memory would run short."""
+        directory = self.args.work / "collections" / f"{engine}-{n}-{'+'.join(budgets)}"
+        built = self.kept.pop(directory, None)
+        if built is None:
+            built = self.build(engine, budgets, n, directory)
+            if built is None:
+                return None
+        measured = run_measure(self.args.work, engine, directory, plans, self.queries)
+        if keep:
+            self.kept[directory] = built
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+        mem = measured["memory"]
+        return {**built, "ram_bytes": mem["after"]["rss"] - mem["before"]["rss"], "memory": mem,
+                "runs": measured["runs"], "open_s": measured["open_s"]}
+
+    def build(self, engine: str, budgets: list[str], n: int, directory: Path) -> dict | None:
         need = raw_bytes(budgets) * n * (1.3 if engine == "flat" else 0.5)  # Edge maps its vectors: page cache
         if free_bytes() - need < self.args.min_free_gib * 2**30:
             self.notes.append(f"skipped {engine} {budgets} at {n:,} pages: {need / 2**30:.1f} GiB needed, "
                               f"{free_bytes() / 2**30:.1f} GiB available")
             print(self.notes[-1], flush=True)
             return None
-        directory = self.args.work / "collections" / f"{engine}-{n}-{'+'.join(budgets)}"
         shutil.rmtree(directory, ignore_errors=True)
         directory.parent.mkdir(parents=True, exist_ok=True)
         src, bs = self.source(n), [Budget.parse(b) for b in budgets]
         print(f"build {engine} {'+'.join(budgets)} {n:,} pages ({src.kind})", flush=True)
         built = build_flat(directory, bs, src) if engine == "flat" else build_qdrant(directory, bs, src)
-        info = {"budgets": budgets, "disk_bytes": disk_bytes(directory), "vectors": src.kind, **built}
-        measured = run_measure(self.args.work, engine, directory, plans, self.queries) if plans else None
-        shutil.rmtree(directory, ignore_errors=True)
-        if measured:
-            mem = measured["memory"]
-            info.update(ram_bytes=mem["after"]["rss"] - mem["before"]["rss"], memory=mem, runs=measured["runs"],
-                        open_s=measured["open_s"])
-        return info
+        return {"budgets": budgets, "disk_bytes": disk_bytes(directory), "vectors": src.kind, **built}
 
     def add_points(self, engine: str, n: int, info: dict) -> None:
         for run in info["runs"]:
@@ -188,23 +199,28 @@ class Bench:
 
     def choose_cascades(self, n: int) -> None:
         """The smallest first-stage limit of the ladder whose 2-stage cascade keeps recall@10 >= 0.95 at n pages
-        (measured in Qdrant Edge), then the 3-stage cascade's middle limit likewise."""
+        (measured in Qdrant Edge), then the 3-stage cascade's middle limit likewise (the collection built once)."""
         two = lambda k: [[PAGE_B, k], [FULL, 10]]  # noqa: E731
         three = lambda k, m: [[PAGE_B, k], [BIN, m], [FULL, 10]]  # noqa: E731
         ladder = [k for k in self.args.ladder if k <= n] if not self.args.cascade_n else [self.args.cascade_n]
-        info = self.collection("qdrant", STORED, n, [{"stages": two(k), "clients": [1], "queries": self.n_queries}
-                                                     for k in ladder])
-        recall = {r["stages"][0][1]: recall_at_k(r["keys"], self.truth[(n, FULL)]) for r in info["runs"]}
-        k = next((k for k in ladder if recall[k] >= 0.95), ladder[-1])
-        self.ladder.append({"pages": n, "stages": "two", "recall": recall, "chosen": k})
+        k = self.rung(n, "two", [two(k) for k in ladder], 0)
         middles = sorted({max(10, k // 8), max(10, k // 4), max(10, k // 2)})
-        info = self.collection("qdrant", STORED, n, [{"stages": three(k, m), "clients": [1],
-                                                      "queries": self.n_queries} for m in middles])
-        recall3 = {r["stages"][1][1]: recall_at_k(r["keys"], self.truth[(n, FULL)]) for r in info["runs"]}
-        m = next((m for m in middles if recall3[m] >= 0.95), middles[-1])
-        self.ladder.append({"pages": n, "stages": "three", "first": k, "recall": recall3, "chosen": m})
+        m = self.rung(n, "three", [three(k, m) for m in middles], 1)
         self.cascades = [two(k), three(k, m)]
-        print(f"cascades chosen at {n:,} pages: {self.cascades} (recall {recall}, {recall3})", flush=True)
+        print(f"cascades chosen at {n:,} pages: {self.cascades}", flush=True)
+
+    def rung(self, n: int, name: str, stage_sets: list[list], varied: int) -> int:
+        """Measure each cascade (1 client) in the kept cascade collection; the limit at stage `varied` of the first
+        whose recall@10 >= 0.95, else of the last."""
+        info = self.collection("qdrant", STORED, n, [{"stages": s, "clients": [1], "queries": self.n_queries}
+                                                     for s in stage_sets], keep=True)
+        tried = {r["stages"][varied][1]: {"recall": recall_at_k(r["keys"], self.truth[(n, FULL)]),
+                                          "p50_ms": percentile([x for x in r["latency_ms"] if x is not None], 50)}
+                 for r in info["runs"]}
+        chosen = next((k for k, v in tried.items() if v["recall"] >= 0.95), list(tried)[-1])
+        self.ladder.append({"pages": n, "cascade": name, "stages": stage_sets[0], "tried": tried, "chosen": chosen})
+        print(f"ladder {name} at {n:,} pages: {tried} -> {chosen}", flush=True)
+        return chosen
 
 
 def model_vectors(args) -> tuple[VectorSet, dict, Path, dict]:

@@ -154,7 +154,8 @@ def markdown(result: dict) -> str:
     """The results as markdown: the points, the goals, growth with scale, the real configs, the notes."""
     lines = [f"# Index scale: Qdrant Edge vs the flat exact index (commit {result['commit'][:12]})", "",
              f"`{result['command']}`", ""]
-    lines += [line for line in result.get("about", [])] + [""] if result.get("about") else []
+    for line in result.get("about", []):
+        lines += [line, ""]
     lines += _points_table(result["points"])
     lines += ["", "## Goals", "", "| goal | value | target | met |", "|---|---|---|---|"]
     for name, g in result["goals"].items():
