@@ -248,7 +248,8 @@ def model_vectors(args) -> tuple[VectorSet, dict, Path, dict]:
 def model_info(model: Path) -> dict:
     """What trained the model whose vectors these are: its run's steps and its evaluation at the budgets here."""
     run_dir = model.parent
-    out = {"path": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model), "recipe": "configs/tiny.yaml (python -m demo's commands)"}
+    out = {"path": str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model),
+           "recipe": "configs/tiny.yaml (python -m demo's commands)"}
     try:
         out["steps"] = json.loads((run_dir / "run.json").read_text()).get("steps")
         res = json.loads((run_dir / "eval" / "results.json").read_text())
@@ -269,8 +270,8 @@ ABOUT = [
     "file written in one piece.",
     "vectors model = the trained tiny model's (16 vectors/page) for rendered synthetic pages; drawn = pages drawn to "
     "match its per-exit statistics (recall on them is reported, not a goal). Queries: the model's vectors of the codes "
-    "printed on sampled pages. Timings are wall-clock on a shared 2-core machine (see machine.load_avg; cpu_ms_per_query"
-    " is the process CPU time).",
+    "printed on sampled pages. Timings are wall-clock on a shared 2-core machine (see machine.load_avg; "
+    "cpu_ms_per_query is the process CPU time).",
 ]
 
 

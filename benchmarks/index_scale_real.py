@@ -19,6 +19,7 @@ import torch
 
 from benchmarks.index_scale_engines import DrawnPages, build_qdrant, disk_bytes
 from benchmarks.index_scale_measure import run_measure
+from benchmarks.index_scale_summary import percentile
 from benchmarks.index_scale_vectors import ExitStats, VectorSet, draw_pages
 from pipeline.model.budgets import Budget
 from pipeline.model.pooling import normalize
@@ -99,7 +100,7 @@ def measure_budget(args, stats: dict, qpath: Path, name: str, tokens: int, budge
             "pages": pages, "stored_bytes_per_page": per_page * b.dim * 2, "disk_bytes_per_page": disk / pages,
             "ram_bytes_per_page": ram, "disk_gib_per_million": disk / pages * 1e6 / 2**30,
             "ram_gib_per_million": ram * 1e6 / 2**30, "fits_1m_on_24gb": ram * 1e6 / 2**30 <= FITS_GIB,
-            "build_pages_per_s": pages / built["build_s"], "p50_ms": sorted(run["latency_ms"])[len(run["latency_ms"]) // 2]}
+            "build_pages_per_s": pages / built["build_s"], "p50_ms": percentile(run["latency_ms"], 50)}
 
 
 def real_configs(args, stats: dict, qpath: Path) -> list[dict]:

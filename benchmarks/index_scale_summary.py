@@ -55,7 +55,8 @@ def point(engine: str, stages: list, pages: int, run: dict, collection: dict, ve
     lat = [x for x in run["latency_ms"] if x is not None]
     return {"engine": engine, "stages": stages, "pages": pages, "clients": run["clients"],
             "recall_at_10": recall, "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
-            "ram_bytes_per_page": collection["ram_bytes"] / pages, "disk_bytes_per_page": collection["disk_bytes"] / pages,
+            "ram_bytes_per_page": collection["ram_bytes"] / pages,
+            "disk_bytes_per_page": collection["disk_bytes"] / pages,
             "build_pages_per_s": pages / collection["build_s"] if collection.get("build_s") else None,
             "vectors": vectors, "queries": len(lat), "recall_queries": recall_queries,
             "qps": len(lat) / run["wall_s"], "cpu_ms_per_query": 1000 * run["cpu_s"] / len(lat),
