@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.index_scale_cache import Cache  # noqa: E402
 from benchmarks.index_scale_engines import (DrawnPages, ModelPages, build_flat, build_qdrant, disk_bytes,  # noqa: E402
                                             query_dicts, streamed_truth)
 from benchmarks.index_scale_measure import run_measure  # noqa: E402
@@ -65,6 +66,11 @@ def parse(argv):
                     help="from this many pages the full budget is searched in the cascade collection")
     ap.add_argument("--real-pages", type=int, default=1000)
     ap.add_argument("--min-free-gib", type=float, default=3.0, help="skip a collection that would leave less")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="measure no new collection after this many minutes (those left are noted as not measured)")
+    ap.add_argument("--essential", action="store_true",
+                    help="per scale only what the goals need: the flat full budget and the cascade collection")
+    ap.add_argument("--skip-real", action="store_true", help="leave out the real configs' bytes and RAM per page")
     ap.add_argument("--render", action="store_true", help="only rewrite --out's markdown from its JSON")
     a = ap.parse_args(argv)
     if a.quick:
@@ -102,6 +108,8 @@ class Bench:
         self.points, self.truth, self.truth_scores, self.exact, self.notes, self.ladder = [], {}, {}, [], [], []
         self.cascades: list[list] = []
         self.kept: dict[Path, dict] = {}  # collections kept between measurements (the ladder's)
+        self.cache, self.fit = Cache(args.work / "measured"), {}
+        self.deadline = time.time() + 60 * args.minutes if args.minutes else None
 
     def source(self, n: int):
         if self.pages is not None and n <= len(self.pages):
@@ -109,8 +117,26 @@ class Bench:
         return DrawnPages(self.stats, n, COUNT, GRID)
 
     def collection(self, engine: str, budgets: list[str], n: int, plans: list[dict], keep: bool = False) -> dict | None:
-        """Build one collection (or reuse the one kept by the last call), measure it in a fresh process, delete it
-        unless `keep`; None when memory would run short."""
+        """One collection measured: from the cache when this spec was measured before, else built (or the one kept
+        by the last call reused), measured in a fresh process, cached, and deleted unless `keep`; None when memory
+        or the run's time would run short."""
+        spec = {"engine": engine, "budgets": budgets, "pages": n, "plans": plans, "vectors": self.source(n).kind,
+                "model_pages": len(self.pages) if self.pages is not None else 0, "queries": str(self.queries)}
+        cached = self.cache.get(spec)
+        if cached is not None:
+            print(f"cached {engine} {'+'.join(budgets)} {n:,} pages", flush=True)
+            return cached
+        if self.deadline and time.time() > self.deadline:
+            self.notes.append(f"not measured: {engine} {'+'.join(budgets)} at {n:,} pages (the run's "
+                              f"--minutes {self.args.minutes:g} had run out)")
+            print(self.notes[-1], flush=True)
+            return None
+        info = self.measure(engine, budgets, n, plans, keep)
+        if info is not None:
+            self.cache.put(spec, info)
+        return info
+
+    def measure(self, engine: str, budgets: list[str], n: int, plans: list[dict], keep: bool) -> dict | None:
         directory = self.args.work / "collections" / f"{engine}-{n}-{'+'.join(budgets)}"
         built = self.kept.pop(directory, None)
         if built is None:
@@ -153,26 +179,38 @@ class Bench:
                   flush=True)
 
     def plans(self, stage_sets: list[list], n: int, flat: bool) -> list[dict]:
-        q = self.args.flat_sample if flat and n >= 1_000_000 else self.n_queries
-        return [{"stages": [[b, min(k, n)] for b, k in s], "clients": self.args.clients, "queries": q}
+        """Each stage set timed with every client count; from a million pages, every exact full-budget scan (flat's,
+        and Qdrant's multivector scan) on the first --flat-sample queries only."""
+        def queries(s):
+            scan = flat or s == [[FULL, 10]]
+            return self.args.flat_sample if scan and n >= 1_000_000 else self.n_queries
+        return [{"stages": [[b, min(k, n)] for b, k in s], "clients": self.args.clients, "queries": queries(s)}
                 for s in stage_sets]
 
+    def flat_truth(self, n: int, b: str) -> None:
+        """The flat exact top-10 of a budget at n pages: the truth recall is measured against (and flat's point)."""
+        info = self.collection("flat", [b], n, self.plans([[[b, 10]]], n, flat=True))
+        if info:
+            one = next(r for r in info["runs"] if r["clients"] == 1)
+            self.truth[(n, b)], self.truth_scores[(n, b)] = one["keys"], one["scores"]
+            self.add_points("flat", n, info)
+        elif b == FULL:
+            self.truth[(n, b)] = self.streamed(n, b)
+
     def run_scale(self, n: int) -> None:
+        """Every point at n pages, those the goals need first: the full budget's truth, the cascades, then the rest."""
         shared = n >= self.args.shared_full_from
-        for b in SINGLES:  # the flat exact top-10 of every budget: the truth recall is measured against
-            info = self.collection("flat", [b], n, self.plans([[[b, 10]]], n, flat=True))
-            if info:
-                one = next(r for r in info["runs"] if r["clients"] == 1)
-                self.truth[(n, b)], self.truth_scores[(n, b)] = one["keys"], one["scores"]
-                self.add_points("flat", n, info)
-            elif b == FULL:
-                self.truth[(n, b)] = self.streamed(n, b)
+        self.flat_truth(n, FULL)
         if not self.cascades:
             self.choose_cascades(n)
         singles = [[[FULL, 10]]] if shared else []
         info = self.collection("qdrant", STORED, n, self.plans(self.cascades + singles, n, flat=False))
         if info:
             self.add_points("qdrant", n, info)
+        if self.args.essential:
+            return
+        for b in SINGLES[1:]:
+            self.flat_truth(n, b)
         for b in SINGLES if not shared else [x for x in SINGLES if x != FULL]:
             info = self.collection("qdrant", [b], n, self.plans([[[b, 10]]], n, flat=False))
             if info:
@@ -189,8 +227,13 @@ class Bench:
         b = Budget.parse(budget)
         queries = [q[b] for q in query_dicts(VectorSet.load(self.queries), [b], self.args.flat_sample)]
         self.notes.append(f"truth for {budget} at {n:,} pages: the flat engine's MaxSim streamed over the pages "
-                          f"for {len(queries)} queries (the flat index did not fit in memory)")
-        return streamed_truth(self.source(n), b, queries)
+                          f"for {len(queries)} queries (the flat index was not measured)")
+        spec = {"streamed": budget, "pages": n, "queries": len(queries), "vectors": self.source(n).kind}
+        truth = self.cache.get(spec)
+        if truth is None:
+            truth = streamed_truth(self.source(n), b, queries)
+            self.cache.put(spec, truth)
+        return truth
 
     def compare_exact(self, n: int, budget: str, run: dict) -> None:
         keys, scores = self.truth.get((n, budget)), self.truth_scores.get((n, budget))
@@ -275,40 +318,51 @@ ABOUT = [
 ]
 
 
-def main(argv=None) -> None:
-    args = parse(sys.argv[1:] if argv is None else argv)
-    if args.render:
-        args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.read_text())))
-        return
-    args.work.mkdir(parents=True, exist_ok=True)
-    t0, load0 = time.time(), os.getloadavg()
-    if args.quick:
-        pages, stats, qpath, fit = None, *quick_vectors(args.work, args.queries, COUNT)
-    else:
-        pages, stats, qpath, fit = model_vectors(args)
-    n_queries = len(VectorSet.load(qpath).keys)
-    bench = Bench(args, pages, stats, qpath, n_queries)
-    for n in args.scales:
-        bench.run_scale(n)
-    real = real_configs(args, stats, qpath)
+def write_result(args, bench: Bench, real: list, started: tuple, argv: list[str], done: bool) -> dict:
+    """The results so far into --out (JSON) and its markdown: written after each part, so a killed run leaves them."""
+    t0, load0 = started
     small, large = sorted(args.scales)[-2:]
     exact = {"compared": len(bench.exact), "equal": sum(e["same"] for e in bench.exact) / max(len(bench.exact), 1),
              "identical": sum(e["identical"] for e in bench.exact) / max(len(bench.exact), 1)}
+    pages = bench.pages
     result = {
-        "commit": shell(["git", "rev-parse", "HEAD"]), "command": " ".join(["python benchmarks/index_scale.py",
-                                                                            *(argv or sys.argv[1:])]),
+        "commit": shell(["git", "rev-parse", "HEAD"]), "command": " ".join(["python benchmarks/index_scale.py", *argv]),
+        "complete": done,
         "machine": {"cpus": os.cpu_count(), "mem_total_gib": round(os.sysconf("SC_PHYS_PAGES") *
                                                                     os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
                     "load_avg_start": load0, "load_avg_end": os.getloadavg(), "wall_s": round(time.time() - t0)},
         "about": ABOUT, "model": None if args.quick else model_info(args.model),
-        "model_pages": len(pages) if pages is not None else 0, "drawn_fit": fit, "ladder": bench.ladder,
+        "model_pages": len(pages) if pages is not None else 0, "drawn_fit": bench.fit, "ladder": bench.ladder,
         "points": bench.points,
-        "goals": goals(bench.points, exact, [[FULL, 10]], bench.cascades[0], small, large),
+        "goals": goals(bench.points, exact, [[FULL, 10]], bench.cascades[0] if bench.cascades else [], small, large),
         "growth": growth(bench.points, sorted(args.scales)), "real_configs": real, "notes": bench.notes}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    return result
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    if args.render:
+        args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.read_text())))
+        return
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.time(), os.getloadavg()
+    if args.quick:
+        pages, stats, qpath, fit = None, *quick_vectors(args.work, args.queries, COUNT)
+    else:
+        pages, stats, qpath, fit = model_vectors(args)
+    bench = Bench(args, pages, stats, qpath, len(VectorSet.load(qpath).keys))
+    bench.fit, real = fit, []
+    if not args.skip_real:  # first: short, and needed whatever scales the time allows
+        real = real_configs(args, stats, qpath, Cache(args.work / "measured"))
+        write_result(args, bench, real, started, argv, done=False)
+    for n in args.scales:
+        bench.run_scale(n)
+        write_result(args, bench, real, started, argv, done=False)
+    print(markdown(write_result(args, bench, real, started, argv, done=True)))
 
 
 if __name__ == "__main__":

@@ -103,8 +103,9 @@ def measure_budget(args, stats: dict, qpath: Path, name: str, tokens: int, budge
             "build_pages_per_s": pages / built["build_s"], "p50_ms": percentile(run["latency_ms"], 50)}
 
 
-def real_configs(args, stats: dict, qpath: Path) -> list[dict]:
-    """Per shipped config and budget: bytes and RAM per page in Qdrant Edge at its vectors per page."""
+def real_configs(args, stats: dict, qpath: Path, cache) -> list[dict]:
+    """Per shipped config and budget: bytes and RAM per page in Qdrant Edge at its vectors per page (each row from
+    `cache` when measured before)."""
     configs = [("quick-256", 256)] if args.quick else [(Path(c).stem, page_tokens(c)) for c in CONFIGS]
     qpath = cut_queries(qpath, REAL_BUDGETS, args.work / "queries-real.safetensors")
     rows = []
@@ -113,5 +114,10 @@ def real_configs(args, stats: dict, qpath: Path) -> list[dict]:
             pages = args.real_pages if Budget.parse(budget).pool > 1 or Budget.parse(budget).dim < 128 \
                 else max(100, args.real_pages // 2)
             print(f"real config {name}: {tokens} vectors/page, {budget}, {pages} drawn pages", flush=True)
-            rows.append(measure_budget(args, stats, qpath, name, tokens, budget, pages))
+            spec = {"real": name, "tokens": tokens, "budget": budget, "pages": pages, "quick": args.quick}
+            row = cache.get(spec)
+            if row is None:
+                row = measure_budget(args, stats, qpath, name, tokens, budget, pages)
+                cache.put(spec, row)
+            rows.append(row)
     return rows

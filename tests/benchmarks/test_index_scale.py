@@ -139,3 +139,20 @@ def test_vector_file_round_trip(tmp_path):
 def test_grid_of_is_exact_and_square_most():
     assert grid_of(1024) == (32, 32) and grid_of(1280) == (32, 40) and grid_of(16) == (4, 4)
     assert grid_of(7) == (1, 7)
+
+
+def test_cache_returns_only_what_was_stored_for_the_same_spec(tmp_path):
+    from benchmarks.index_scale_cache import Cache
+
+    cache = Cache(tmp_path / "measured")
+    spec = {"engine": "qdrant", "budgets": ["L4-d128-p1"], "pages": 1000, "plans": [{"stages": [["L4-d128-p1", 10]]}]}
+    assert cache.get(spec) is None
+    cache.put(spec, {"ram_bytes": 5, "runs": [1, 2]})
+    assert Cache(tmp_path / "measured").get(dict(reversed(spec.items()))) == {"ram_bytes": 5, "runs": [1, 2]}
+    assert cache.get({**spec, "pages": 10_000}) is None  # negative: another scale is not this one
+    path = cache.path(spec)
+    path.write_text(path.read_text()[:20])  # a truncated file is measured again, not a crash
+    assert cache.get(spec) is None
+    other = {**spec, "pages": 7}
+    path.write_text(json.dumps({"spec": other, "value": 1}))  # a file holding another spec's value under this name
+    assert cache.get(spec) is None
