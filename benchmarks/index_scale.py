@@ -76,7 +76,7 @@ def parse(argv):
     if a.quick:
         a.scales, a.clients, a.queries, a.ladder, a.real_pages = "3000,1000", "1,2", 30, "50,300", 100
         a.work = a.work.with_name(a.work.name + "-quick")
-    a.scales = [int(x) for x in a.scales.split(",")]
+    a.scales = [int(x) for x in a.scales.split(",") if x and x != "none"]  # none: only the real configs
     a.clients = [int(x) for x in a.clients.split(",")]
     a.ladder = [int(x) for x in a.ladder.split(",")]
     return a
@@ -109,7 +109,7 @@ class Bench:
         self.cascades: list[list] = []
         self.kept: dict[Path, dict] = {}  # collections kept between measurements (the ladder's)
         self.cache, self.fit = Cache(args.work / "measured"), {}
-        self.deadline = time.time() + 60 * args.minutes if args.minutes else None
+        self.deadline = time.time() + 60 * args.minutes if args.minutes is not None else None
 
     def source(self, n: int):
         if self.pages is not None and n <= len(self.pages):
@@ -126,7 +126,7 @@ class Bench:
         if cached is not None:
             print(f"cached {engine} {'+'.join(budgets)} {n:,} pages", flush=True)
             return cached
-        if self.deadline and time.time() > self.deadline:
+        if self.deadline is not None and time.time() > self.deadline:
             self.notes.append(f"not measured: {engine} {'+'.join(budgets)} at {n:,} pages (the run's "
                               f"--minutes {self.args.minutes:g} had run out)")
             print(self.notes[-1], flush=True)
@@ -321,7 +321,7 @@ ABOUT = [
 def write_result(args, bench: Bench, real: list, started: tuple, argv: list[str], done: bool) -> dict:
     """The results so far into --out (JSON) and its markdown: written after each part, so a killed run leaves them."""
     t0, load0 = started
-    small, large = sorted(args.scales)[-2:]
+    small, large = ([0, 0] + sorted(args.scales))[-2:]
     exact = {"compared": len(bench.exact), "equal": sum(e["same"] for e in bench.exact) / max(len(bench.exact), 1),
              "identical": sum(e["identical"] for e in bench.exact) / max(len(bench.exact), 1)}
     pages = bench.pages

@@ -100,7 +100,7 @@ def run_measure(work: Path, engine: str, directory: Path, plans: list[dict], que
     root = Path(__file__).resolve().parents[1]
     spec = {"engine": engine, "directory": str(directory), "queries": str(queries), "warmup": warmup,
             "plans": plans, "budgets": sorted({b for p in plans for b, _ in p["stages"]})}
-    spec_path, out_path = work / "spec.json", work / "measured.json"
+    spec_path, out_path = work / f"spec-{os.getpid()}.json", work / f"measured-{os.getpid()}.json"  # runs side by side
     spec_path.write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONPATH": str(root)}
     res = subprocess.run([sys.executable, "-m", "benchmarks.index_scale_measure", str(spec_path), str(out_path)],
