@@ -65,6 +65,8 @@ def parse(argv):
     ap.add_argument("--shared-full-from", type=int, default=1_000_000,
                     help="from this many pages the full budget is searched in the cascade collection")
     ap.add_argument("--real-pages", type=int, default=1000)
+    ap.add_argument("--flat-max-pages", type=int, default=10**9,
+                    help="no flat index beyond this many pages (the full budget's truth is then streamed)")
     ap.add_argument("--min-free-gib", type=float, default=3.0, help="skip a collection that would leave less")
     ap.add_argument("--minutes", type=float, default=None,
                     help="measure no new collection after this many minutes (those left are noted as not measured)")
@@ -188,7 +190,14 @@ class Bench:
                 for s in stage_sets]
 
     def flat_truth(self, n: int, b: str) -> None:
-        """The flat exact top-10 of a budget at n pages: the truth recall is measured against (and flat's point)."""
+        """The flat exact top-10 of a budget at n pages: the truth recall is measured against (and flat's point);
+        beyond --flat-max-pages the full budget's truth streamed instead (no flat index in memory)."""
+        if n > self.args.flat_max_pages:
+            if b == FULL:
+                self.notes.append(f"flat not measured at {n:,} pages (--flat-max-pages {self.args.flat_max_pages:,}):"
+                                  f" its index is held in RAM by the builder and the measuring process")
+                self.truth[(n, b)] = self.streamed(n, b)
+            return
         info = self.collection("flat", [b], n, self.plans([[[b, 10]]], n, flat=True))
         if info:
             one = next(r for r in info["runs"] if r["clients"] == 1)
