@@ -103,9 +103,24 @@ def measure_budget(args, stats: dict, qpath: Path, name: str, tokens: int, budge
             "build_pages_per_s": pages / built["build_s"], "p50_ms": percentile(run["latency_ms"], 50)}
 
 
+def per_million(small: dict, large: dict) -> dict:
+    """A budget's row from its measurements at two page counts: RAM per page = the resident growth each added page
+    brings (the slope), RAM per million = the fixed cost of an open collection (the intercept) + a million pages
+    at that slope; disk per page from the larger collection."""
+    a, b = small["pages"], large["pages"]
+    ram_a, ram_b = small["ram_bytes_per_page"] * a, large["ram_bytes_per_page"] * b
+    slope = (ram_b - ram_a) / (b - a)
+    fixed = ram_a - slope * a
+    ram_1m = fixed + slope * 1e6
+    return {**large, "ram_bytes_per_page": slope, "ram_fixed_bytes": fixed, "ram_gib_per_million": ram_1m / 2**30,
+            "fits_1m_on_24gb": ram_1m / 2**30 <= FITS_GIB,
+            "measured": [{k: m[k] for k in ("pages", "ram_bytes_per_page", "disk_bytes_per_page", "build_pages_per_s",
+                                            "p50_ms")} for m in (small, large)]}
+
+
 def real_configs(args, stats: dict, qpath: Path, cache) -> list[dict]:
-    """Per shipped config and budget: bytes and RAM per page in Qdrant Edge at its vectors per page (each row from
-    `cache` when measured before)."""
+    """Per shipped config and budget: disk and RAM per page in Qdrant Edge at its vectors per page, each measured at
+    two page counts (see per_million); each measurement from `cache` when made before."""
     configs = [("quick-256", 256)] if args.quick else [(Path(c).stem, page_tokens(c)) for c in CONFIGS]
     qpath = cut_queries(qpath, REAL_BUDGETS, args.work / "queries-real.safetensors")
     rows = []
@@ -113,11 +128,14 @@ def real_configs(args, stats: dict, qpath: Path, cache) -> list[dict]:
         for budget in REAL_BUDGETS if not args.quick else REAL_BUDGETS[:: len(REAL_BUDGETS) - 1]:
             pages = args.real_pages if Budget.parse(budget).pool > 1 or Budget.parse(budget).dim < 128 \
                 else max(100, args.real_pages // 2)
-            print(f"real config {name}: {tokens} vectors/page, {budget}, {pages} drawn pages", flush=True)
-            spec = {"real": name, "tokens": tokens, "budget": budget, "pages": pages, "quick": args.quick}
-            row = cache.get(spec)
-            if row is None:
-                row = measure_budget(args, stats, qpath, name, tokens, budget, pages)
-                cache.put(spec, row)
-            rows.append(row)
+            both = []
+            for n in (pages, 3 * pages):
+                print(f"real config {name}: {tokens} vectors/page, {budget}, {n} drawn pages", flush=True)
+                spec = {"real": name, "tokens": tokens, "budget": budget, "pages": n, "quick": args.quick}
+                row = cache.get(spec)
+                if row is None:
+                    row = measure_budget(args, stats, qpath, name, tokens, budget, n)
+                    cache.put(spec, row)
+                both.append(row)
+            rows.append(per_million(*both))
     return rows

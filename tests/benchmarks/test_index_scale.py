@@ -156,3 +156,18 @@ def test_cache_returns_only_what_was_stored_for_the_same_spec(tmp_path):
     other = {**spec, "pages": 7}
     path.write_text(json.dumps({"spec": other, "value": 1}))  # a file holding another spec's value under this name
     assert cache.get(spec) is None
+
+
+def test_per_million_separates_the_fixed_cost_from_each_page():
+    from benchmarks.index_scale_real import per_million
+
+    def row(pages, fixed, per_page):  # what measure_budget reports: resident growth divided by pages
+        return {"pages": pages, "ram_bytes_per_page": (fixed + per_page * pages) / pages, "disk_bytes_per_page": 9.0,
+                "build_pages_per_s": 1.0, "p50_ms": 1.0}
+
+    r = per_million(row(1000, 70e6, 2000.0), row(3000, 70e6, 2000.0))
+    assert r["ram_bytes_per_page"] == pytest.approx(2000.0) and r["ram_fixed_bytes"] == pytest.approx(70e6)
+    assert r["ram_gib_per_million"] == pytest.approx((70e6 + 2000.0 * 1e6) / 2**30)
+    assert r["fits_1m_on_24gb"] and [m["pages"] for m in r["measured"]] == [1000, 3000]
+    big = per_million(row(1000, 70e6, 20_000.0), row(3000, 70e6, 20_000.0))  # 18.7 GiB: over the 16 GiB line
+    assert not big["fits_1m_on_24gb"]
