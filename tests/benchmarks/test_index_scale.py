@@ -80,8 +80,8 @@ def test_goals_met_and_missed():
     assert g["cascade_recall_at_100k"]["value"] == 0.94 and g["cascade_growth_100k_to_1m"]["value"] == 3.1
     assert all(v["measured"] for v in g.values())
     none = goals(met[:2], {"equal": 0.0, "compared": 0}, FULL, CASCADE, 100_000, 1_000_000)  # no 1M point, no compare
-    assert [k for k, v in none.items() if not v["measured"]] == ["qdrant_exact_equals_flat", "cascade_growth_100k_to_1m",
-                                                               "million_pages_indexed"]
+    assert [k for k, v in none.items() if not v["measured"]] == [
+        "qdrant_exact_equals_flat", "cascade_growth_100k_to_1m", "million_pages_indexed"]
     assert not any(none[k]["met"] for k in ("qdrant_exact_equals_flat", "cascade_growth_100k_to_1m"))
     assert "not measured" in markdown({"commit": "abc", "command": "x", "points": met, "goals": none})
     none = goals(missed[:2], {"equal": 0.0, "compared": 0}, FULL, CASCADE, 100_000, 1_000_000)
