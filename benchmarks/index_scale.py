@@ -129,8 +129,8 @@ class Bench:
             print(f"cached {engine} {'+'.join(budgets)} {n:,} pages", flush=True)
             return cached
         if self.deadline is not None and time.time() > self.deadline:
-            self.notes.append(f"not measured: {engine} {'+'.join(budgets)} at {n:,} pages (the run's "
-                              f"--minutes {self.args.minutes:g} had run out)")
+            self.notes.append(f"not measured: {engine} {'+'.join(budgets)} at {n:,} pages (the run's time, "
+                              f"--minutes, was up)")
             print(self.notes[-1], flush=True)
             return None
         info = self.measure(engine, budgets, n, plans, keep)
