@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,6 +57,16 @@ class Retriever(nn.Module):
         self.dim = dim
         self.default_budget = default_budget or Budget(max(heads.exits), dim, 1)
         self.lora_scaling = 0.0  # alpha / r once LoRA adapters are injected
+        self._forward_lock = threading.RLock()  # held while the backbone's layer list is cut (see _encode)
+
+    def __getstate__(self):  # a lock neither copies nor pickles: a copy gets its own
+        state = super().__getstate__().copy()
+        state.pop("_forward_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._forward_lock = threading.RLock()
 
     @property
     def exits(self) -> list[int]:
@@ -63,7 +74,8 @@ class Retriever(nn.Module):
 
     @property
     def num_layers(self) -> int:
-        return len(bb.language_model(self.backbone).layers)
+        with self._forward_lock:  # not while a concurrent encode has the layer list cut
+            return len(bb.language_model(self.backbone).layers)
 
     @property
     def device(self) -> torch.device:
@@ -149,9 +161,28 @@ class Retriever(nn.Module):
 
     def _encode(self, inputs: EncoderInputs, exits: list[int] | None, grids: bool) -> dict[int, MultiVector]:
         """Run the backbone up to the deepest requested exit; capture each exit layer's output, gather the vector
-        positions [B, N, H], final norm, head, L2 normalise -> {exit: MultiVector [B, N, dim]}."""
+        positions [B, N, H], final norm, head, L2 normalise -> {exit: MultiVector [B, N, dim]}.
+
+        Thread-safe: concurrent calls (MLflow's scoring server predicts in parallel) each get their own inputs'
+        vectors. The early exit cuts the shared decoder's layer list, the capture hooks sit on shared layers and
+        Qwen2-VL keeps rope_deltas on the module, so the backbone forward holds this retriever's lock; the
+        gather, norm and heads after it read only this call's tensors and run outside it."""
         exits = self._check_exits(exits)
         lm = bb.language_model(self.backbone)
+        with self._forward_lock:
+            captured = self._exit_states(lm, inputs, exits)
+        index = inputs.vector_index
+        out = {}
+        for e in exits:
+            hidden = captured[e]
+            picked = torch.gather(hidden, 1, index.to(hidden.device).unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+            vectors = F.normalize(self.heads(e, lm.norm(picked)), dim=-1)
+            out[e] = MultiVector(vectors, inputs.vector_mask.to(hidden.device), inputs.grids if grids else None)
+        return out
+
+    def _exit_states(self, lm: nn.Module, inputs: EncoderInputs, exits: list[int]) -> dict[int, torch.Tensor]:
+        """{exit: that decoder layer's output [B, L, H]}: one backbone forward through layers[:max(exits)] only
+        (mutates shared module state: call it under self._forward_lock)."""
         captured: dict[int, torch.Tensor] = {}
 
         def hook(e):
@@ -168,14 +199,7 @@ class Retriever(nn.Module):
         finally:
             for h in handles:
                 h.remove()
-        index = inputs.vector_index
-        out = {}
-        for e in exits:
-            hidden = captured[e]
-            picked = torch.gather(hidden, 1, index.to(hidden.device).unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-            vectors = F.normalize(self.heads(e, lm.norm(picked)), dim=-1)
-            out[e] = MultiVector(vectors, inputs.vector_mask.to(hidden.device), inputs.grids if grids else None)
-        return out
+        return captured
 
     def encode_pages(self, inputs: EncoderInputs, exits: list[int] | None = None) -> dict[int, MultiVector]:
         """PageInputs [B] -> {exit: MultiVector vectors [B, N, dim], mask [B, N], grids [B, 2]} (image tokens only)."""
@@ -221,7 +245,8 @@ class Retriever(nn.Module):
             raise ValueError(f"budget {budget} exits at {budget.layers}, which has no head (exits {self.exits})")
         if not 0 < budget.dim <= self.dim or budget.pool < 1:
             raise ValueError(f"budget {budget} does not fit a model of width {self.dim}")
-        backbone = copy.deepcopy(self.backbone)
+        with self._forward_lock:  # copy the whole layer list, not one an encode has cut
+            backbone = copy.deepcopy(self.backbone)
         lm = bb.language_model(backbone)
         lm.layers = lm.layers[: budget.layers]
         tc = bb.text_config(backbone)
