@@ -21,10 +21,11 @@ from tqdm import tqdm
 from pipeline.config import Config
 from pipeline.data.batch import Collate
 from pipeline.data.stream import TrainStream, make_loader
+from pipeline.layout.lock import DirectoryInUse, DirLock, claim
 from pipeline.layout.run import RunPaths
 from pipeline.layout.shards import split_shards
 from pipeline.train import dist
-from pipeline.train.checkpoint import Checkpointer
+from pipeline.train.checkpoint import CheckpointError, Checkpointer
 from pipeline.train.curve import Curve
 from pipeline.train.engine import build_engine
 from pipeline.train.step import Encoder, StepContext, StepOutput, train_step
@@ -45,6 +46,7 @@ class Run:
     ctx: StepContext
     checkpointer: Checkpointer
     tracker: Tracker
+    lock: DirLock  # the output directory's, held by rank 0 for the whole run
     curve: Curve | None = None
     step: int = 0
     skipped: int = 0
@@ -92,13 +94,40 @@ def install_signal_handlers(stop: dict) -> None:
         signal.signal(sig, handler)
 
 
+def claim_output_dir(output_dir: str) -> DirLock:
+    """Rank 0 takes the output directory's lock for the run; every rank learns the verdict, so a refused start
+    ends every rank (DirectoryInUse, naming the holder on rank 0) before anything there is read or written."""
+    lock, refused = DirLock(Path(output_dir), None), None
+    if dist.is_rank0():
+        try:
+            lock = claim(output_dir, "training")
+        except DirectoryInUse as e:
+            refused = e
+    if dist.any_ranks(refused is not None)[0]:
+        raise refused or DirectoryInUse(f"{output_dir} is in use by another job (rank 0 names it)")
+    return lock
+
+
+def check_resumable(checkpointer: Checkpointer, path: Path, stream: TrainStream) -> None:
+    """CheckpointError (one line) when the run cannot continue from checkpoint `path` with this config's data and
+    batch settings: found from its trainer_state.json before the model loads or MLflow is touched."""
+    why = stream.resume_problem(checkpointer.trainer_state(path)["stream"])
+    if why:
+        raise CheckpointError(f"cannot resume from {path}: {why}. Resume with the checkpoint's settings, or train "
+                              "into a new train.output_dir")
+
+
 def build_run(cfg: Config) -> Run:
-    """Process group, model, engine, stream, resume from the latest checkpoint, tracker, signal handlers."""
+    """Process group, output-directory lock, model, engine, stream, resume from the latest checkpoint, tracker,
+    signal handlers. Refusals (directory in use, nothing trustworthy or compatible to resume, bad data) come
+    before the model loads and before MLflow is touched."""
     dist.init(timeout_s=cfg.train.dist_timeout_s)
-    Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
+    lock = claim_output_dir(cfg.train.output_dir)
     checkpointer = Checkpointer(cfg.train.output_dir, cfg.train.keep_checkpoints)
-    resume = checkpointer.find()  # before the model loads: refusing to resume costs seconds, not minutes
-    stream = build_stream(cfg)  # before the model: data that does not verify costs seconds, not minutes
+    resume = checkpointer.find()
+    stream = build_stream(cfg)
+    if resume is not None:
+        check_resumable(checkpointer, resume, stream)
     torch.manual_seed(cfg.train.seed + dist.rank())
     retriever = build_model(cfg)
     curve = Curve(cfg, retriever) if cfg.train.eval_every else None
@@ -106,7 +135,7 @@ def build_run(cfg: Config) -> Run:
     stream.transform = Collate(retriever.processor)
     state = checkpointer.load(engine, resume) if resume is not None else None
     run = Run(cfg, engine, retriever, stream, build_step_context(cfg, engine, retriever), checkpointer,
-              Tracker(cfg, ds_config, cfg.train.output_dir, resumed_step=state["step"] if state else 0), curve)
+              Tracker(cfg, ds_config, cfg.train.output_dir, resumed_step=state["step"] if state else 0), lock, curve)
     run.bad_samples = stream.bad_at_index
     if state is not None:
         stream.load_state_dict(state["stream"])
@@ -157,8 +186,16 @@ def export_final(run: Run) -> Path:
 
 
 def train(cfg: Config) -> int:
-    """Train to `cfg.train.steps` (resuming if a checkpoint exists); returns the process exit code."""
+    """Train to `cfg.train.steps` (resuming if a checkpoint exists) holding the output directory's lock; returns
+    the process exit code."""
     run = build_run(cfg)
+    with run.lock:
+        return run_steps(run)
+
+
+def run_steps(run: Run) -> int:
+    """The loop: steps, logging, checkpoints, preemption, then the final export; returns the exit code."""
+    cfg = run.cfg
     bar = tqdm(total=cfg.train.steps, initial=run.step, disable=not dist.is_rank0(), desc="train")
     device, tick, since = dist.device(), time.perf_counter(), 0
     batches = iter(make_loader(run.stream, cfg.data.num_workers))
