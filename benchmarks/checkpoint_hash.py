@@ -2,9 +2,9 @@
 
     python benchmarks/checkpoint_hash.py [--params 20e6] [--repeats 3] [--dir DIR]
 
-A one-rank DeepSpeed ZeRO-3 engine (fp32 master weights and two AdamW moments: about 12 bytes per parameter) saves its checkpoint
-with `engine.save_checkpoint` as training does, then `hash_files` hashes every file as `Checkpointer.save` does;
-on resume `problem(..., content=True)` re-hashes them before `engine.load_checkpoint` loads. Printed: the
+A one-rank DeepSpeed ZeRO-3 engine (fp32 master weights and two AdamW moments: about 12 bytes per parameter)
+saves its checkpoint with `engine.save_checkpoint` as training does, then `hash_files` hashes every file as
+`Checkpointer.save` does; on resume `problem(..., content=True)` re-hashes them before `engine.load_checkpoint` loads. Printed: the
 checkpoint's size, median seconds of each, and the ratios hash/save and verify/load. `--dir` picks the disk
 (default: a temporary directory under /tmp); the files are fresh in the page cache when hashed at save, so that
 ratio is the one a run sees, while a resume after a reboot reads them from disk.
