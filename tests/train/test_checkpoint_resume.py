@@ -1,5 +1,6 @@
-"""Through the real `python -m pipeline.train`: a broken latest checkpoint is skipped with a warning naming it and the
-run resumes from the older complete one (never from step 0); with none complete the command refuses in one line,
+"""Through the real `python -m pipeline.train`: a latest checkpoint whose optimizer state had bits flipped (same
+size) is skipped with a warning naming it, the run resumes from the older one that verifies (never from step 0)
+and ends on the uninterrupted run's weights bit for bit; with none intact the command refuses in one line,
 touching nothing; a crash ends the MLflow run FAILED, and a fresh start opens a fresh run. Artifacts land beside
 the tracking store, never in the working directory."""
 
@@ -11,12 +12,23 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
+from pipeline.layout.lock import LOCK_NAME
 from tests.data.synthetic import write_shards
-from tests.train.launch import ROOT
+from tests.train.launch import ROOT, final_weights
 from tests.train.test_train_e2e import metrics, write_config
 
 MODEL = "zero_pp_rank_0_mp_rank_00_model_states.pt"
+OPTIM = "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+
+
+def flip_bits(path: Path) -> None:
+    """Invert 64 bytes in the middle of `path` (tensor data): the size stays, the content changes."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])
+    path.write_bytes(bytes(data))
 
 
 def train(cfg: Path, cwd: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -25,6 +37,11 @@ def train(cfg: Path, cwd: Path, *overrides: str) -> tuple[subprocess.CompletedPr
     res = subprocess.run([sys.executable, "-m", "pipeline.train", "--config", str(cfg), ds, *overrides], cwd=cwd,
                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return res, time.perf_counter() - t0
+
+
+def files(out: Path) -> dict[str, int]:
+    """mtime of every file under a run directory except the lock (a starting job writes its name there)."""
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("*") if p.name != LOCK_NAME}
 
 
 def mlflow_run(out: Path):
@@ -46,30 +63,35 @@ def test_broken_latest_is_skipped_and_none_complete_refuses(tmp_path, tiny_qwen2
     assert first.returncode == 0, first.stderr[-3000:]
     assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-00000002", "step-00000004"]
     run_id = mlflow_run(out).info.run_id
+    uninterrupted = final_weights(out)
 
-    (ckpts / "step-00000004" / MODEL).write_bytes((ckpts / "step-00000004" / MODEL).read_bytes()[:100])
+    flip_bits(ckpts / "step-00000004" / OPTIM)
     again, _ = train(cfg, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (f"skipped incomplete checkpoint step-00000004 ({MODEL} has 100 bytes" in again.stderr
-            and "resuming from step-00000002" in again.stderr), again.stderr[-3000:]
+    assert (f"skipped checkpoint step-00000004 ({OPTIM} does not match the sha256 recorded at save (same size, "
+            "other bytes)); resuming from step-00000002") in again.stderr, again.stderr[-3000:]
     assert "resumed from" in again.stderr and "(step 2)" in again.stderr
     assert max(metrics(out)) == 4 and mlflow_run(out).info.run_id == run_id  # continued, not restarted
+    weights = final_weights(out)  # steps 3 and 4 trained again from the good checkpoint: the same weights
+    assert weights.keys() == uninterrupted.keys() and len(weights) > 50
+    assert [k for k in weights if not torch.equal(weights[k], uninterrupted[k])] == []
     assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-00000002", "step-00000004"]
 
-    (ckpts / "step-00000004" / "trainer_state.json").unlink()
-    (ckpts / "step-00000002" / MODEL).write_bytes(b"")
+    flip_bits(ckpts / "step-00000004" / OPTIM)
+    flip_bits(ckpts / "step-00000002" / MODEL)
     (ckpts / "latest").write_text("step-00000009")
-    before = sorted(str(p.relative_to(ckpts)) for p in ckpts.rglob("*"))
-    refused, took = train(cfg, tmp_path, "train.steps=6")
+    before = files(out)
+    refused, _ = train(cfg, tmp_path, "train.steps=6")
     assert refused.returncode == 1
     errors = [line for line in refused.stderr.splitlines() if " ERROR " in line]
-    assert len(errors) == 1 and "no complete checkpoint in" in errors[0], refused.stderr[-3000:]
-    for why in ("step-00000009 (missing)", "step-00000004 (trainer_state.json is missing)",
-                f"step-00000002 ({MODEL} has 0 bytes"):
+    assert len(errors) == 1 and "no complete and intact checkpoint in" in errors[0], refused.stderr[-3000:]
+    for why in ("step-00000009 (missing)", f"step-00000004 ({OPTIM} does not match the sha256",
+                f"step-00000002 ({MODEL} does not match the sha256"):
         assert why in errors[0]
     assert "Traceback" not in refused.stderr and "Refusing to restart from step 0" in errors[0]
-    assert sorted(str(p.relative_to(ckpts)) for p in ckpts.rglob("*")) == before  # nothing pruned or written
-    assert took < 30, took  # decided before the model and DeepSpeed start
+    assert files(out) == before  # nothing written
+    assert "attention:" not in refused.stderr  # refused before the model loads
+    assert mlflow_run(out).info.status == "FINISHED"  # the finished run's status is left alone
 
 
 def _bad_shards(base: Path) -> Path:
