@@ -1,6 +1,7 @@
 """Benchmark what the retriever's forward lock costs under concurrent calls, side by side in one run:
 
     python benchmarks/concurrency.py [--threads 8] [--calls 200] [--hidden 256] [--layers 4] [--device cpu]
+                                     [--torch-threads N]
 
 The same mixed calls (queries and pages, every exit, two pools) go through `Retriever.embed`:
   1 thread      one at a time (the reference answers);
@@ -84,7 +85,10 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--torch-threads", type=int, default=0, help="intra-op threads per call (0: torch's default)")
     args = ap.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     with tempfile.TemporaryDirectory() as tmp:
         path = build_tiny_qwen2vl(Path(tmp) / "m", hidden=args.hidden, layers=args.layers, heads=8, kv_heads=4,
                                   intermediate=3 * args.hidden)
