@@ -25,7 +25,7 @@ from pipeline.layout.lock import DirectoryInUse, DirLock, claim
 from pipeline.layout.run import RunPaths
 from pipeline.layout.shards import split_shards
 from pipeline.train import dist
-from pipeline.train.checkpoint import CheckpointError, Checkpointer
+from pipeline.train.checkpoint import Checkpointer, CheckpointError
 from pipeline.train.curve import Curve
 from pipeline.train.engine import build_engine
 from pipeline.train.step import Encoder, StepContext, StepOutput, train_step
