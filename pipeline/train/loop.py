@@ -124,8 +124,8 @@ def build_run(cfg: Config) -> Run:
     dist.init(timeout_s=cfg.train.dist_timeout_s)
     lock = claim_output_dir(cfg.train.output_dir)
     checkpointer = Checkpointer(cfg.train.output_dir, cfg.train.keep_checkpoints)
-    resume = checkpointer.find()
-    stream = build_stream(cfg)
+    resume = checkpointer.find()  # before the model loads: refusing to resume costs seconds, not minutes
+    stream = build_stream(cfg)  # before the model: data that does not verify costs seconds, not minutes
     if resume is not None:
         check_resumable(checkpointer, resume, stream)
     torch.manual_seed(cfg.train.seed + dist.rank())
