@@ -1,7 +1,7 @@
 """One job per output directory: an exclusive `flock` on a lock file inside it, held for the job's life and released
-by the kernel when the holding process ends (kill -9 included), so a crash never leaves a stale lock. (Children
-forked without exec, such as DataLoader workers, share the lock until they exit too.) A second job
-is refused in one line naming the holder (job, host, PID, start time), which the holder writes into the lock file.
+by the kernel when the holding process ends (kill -9 included), so a crash never leaves a stale lock (children
+forked without exec, such as DataLoader workers, share it until they exit too). A second job is refused in one
+line naming the holder (job, host, PID, start time), which the holder writes into the lock file.
 
 The lock is advisory: it keeps this project's jobs (training, rendering) apart, not other programs. It is as wide
 as the filesystem makes `flock`: one machine on a local disk; on NFS (Linux clients emulate flock with NFS
