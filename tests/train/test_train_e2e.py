@@ -1,6 +1,7 @@
 """End to end through `python -m pipeline.train` on synthetic shards and the tiny Qwen2-VL retriever: a short run
 lowers the loss and fills one MLflow run (continued after SIGUSR1 preemption); kill -9 then resume on 2 ranks
-gives the uninterrupted run's loss at every later step; final/ holds the consolidated ZeRO-3 weights."""
+gives the uninterrupted run's loss at every later step (the killed run's output-directory lock died with it);
+final/ holds the consolidated ZeRO-3 weights."""
 
 import json
 import math
@@ -15,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from pipeline.layout.lock import LOCK_NAME
 from tests.data.synthetic import write_shards
 from tests.train.launch import ROOT, final_weights, run, torchrun_cmd
 
@@ -149,6 +151,7 @@ def test_interrupted_then_resumed_run_ends_on_the_uninterrupted_weights(tmp_path
     assert max(before) < 6  # the signal did interrupt the run
     if sig == signal.SIGTERM:
         assert int(latest(out).split("-")[1]) == max(before)  # checkpointed the step it stopped after
+    assert json.loads((out / LOCK_NAME).read_text())["job"] == "training"  # the lock file stays; the lock did not
     resumed = run(torchrun_cmd(2, "-m", "pipeline.train", "--config", str(cfg)), env=ENV)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     want, got = metrics(uninterrupted), metrics(out)
