@@ -88,6 +88,7 @@ def plan_figures(run_cfg, batch, budgets: list, world: int, chunk: int, cuda: bo
 
 def run_one(cfg, path: Path, attn: str, grad_cache: bool, args, cuda: bool) -> dict:
     """Build retriever + engine for one setting, warm up, time args.steps steps; one result row."""
+    from pipeline.cli import RunConfig
     from pipeline.config import load_config
     from pipeline.model.budgets import budget_grid
     from pipeline.model.retriever import Retriever
@@ -98,10 +99,10 @@ def run_one(cfg, path: Path, attn: str, grad_cache: bool, args, cuda: bool) -> d
 
     world, local = dist.world_size(), args.pages_per_gpu
     over = [f"model.name_or_path={path}", f"model.attn_implementation={attn}", f"data.global_batch={local * world}",
-            f"data.chunk_size={args.chunk}", f"train.grad_cache={str(grad_cache).lower()}", "train.grad_clip=0.0"]
+            f"train.chunk_size={args.chunk}", f"train.grad_cache={str(grad_cache).lower()}", "train.grad_clip=0.0"]
     if not cuda:
         over += ["model.dtype=float32", "model.max_pixels=12544", "model.lora.r=0", "model.exits=[1,2]"]
-    run_cfg = load_config(args.config, over)
+    run_cfg = load_config(args.config, over, root=RunConfig)
     torch.manual_seed(0)
     retriever = Retriever.from_pretrained(path, run_cfg.model)
     engine, _ = build_engine(Encoder(retriever), run_cfg, world)
@@ -157,6 +158,7 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak per GPU (H100 SXM spec)")
     ap.add_argument("--attn", default=None, help="comma list; default sdpa plus flash_attention_2 if installed")
     args = ap.parse_args()
+    from pipeline.cli import RunConfig
     from pipeline.config import load_config
     from pipeline.logs import setup_logging
     from pipeline.train import dist
@@ -168,7 +170,7 @@ def main() -> None:
     kernels = args.attn.split(",") if args.attn else ["sdpa"] + (
         ["flash_attention_2"] if cuda and importlib.util.find_spec("flash_attn") else [])
     dist.init()
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, root=RunConfig)
     tmp = Path(tempfile.gettempdir()) / f"gpu_step_{os.environ.get('MASTER_PORT', 'local')}"
     if dist.is_rank0():  # one checkpoint on the node's disk, read by every local rank
         model_dir(cfg, tmp, cuda)

@@ -73,7 +73,7 @@ def build(model_dir: str, batch: int, chunk: int, grad_cache: bool, page: int, c
 
     cfg = load_config(None, [f"model.name_or_path={model_dir}", "model.dim=32", "model.exits=[2,4]",
                              "model.widths=[32,8]", "model.pools=[1,2]", f"data.global_batch={batch}",
-                             f"data.chunk_size={chunk}", f"train.grad_cache={grad_cache}", "train.lr=1.0e-4",
+                             f"train.chunk_size={chunk}", f"train.grad_cache={grad_cache}", "train.lr=1.0e-4",
                              f"model.gradient_checkpointing={checkpointing}"])
     dist.init()
     retriever = build_model(cfg)

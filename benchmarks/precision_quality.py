@@ -2,11 +2,11 @@
 
     python -m benchmarks.precision_quality [--config configs/experiment.yaml] [key=value ...]   (after make experiment)
 
-For every finished run of `experiment.precision_recipes` (trained by `python -m benchmarks.quality_experiment`),
-`python -m pipeline.evaluate` scores the whole grid at fp16, int8 and bin (pages scored from their stored codes)
-into `<run>/eval-precision/`. The summary (`experiment.precision_results`, + .md) gives per recipe and budget the
-mean, std and seed count, the retention of each precision against the same (layers, dim, pool) at fp16 (mean of
-the per-seed ratios), and the issue's goals at (L/2, 32, pool 2): bin >= 95% at 1/16 of the bytes, int8 >= 99.5%.
+`python -m benchmarks.quality_experiment` evaluates every run on the test corpus at fp16, int8 and bin (pages
+scored from their stored codes) into `<run>/eval-test/`. For the recipe each role of `experiment.precision_recipes`
+reports (chosen on validation), this summary (`experiment.precision_results`, + .md) gives per budget the mean, std
+and seed count, the retention of each precision against the same (layers, dim, pool) at fp16 (mean of the per-seed
+ratios), and the issue's goals at (L/2, 32, pool 2): bin >= 95% at 1/16 of the bytes, int8 >= 99.5%.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import logging
 import sys
 from pathlib import Path
 
-from benchmarks.quality_experiment import (PY, ExperimentRunConfig, _run, cell, git_commit, parse_experiment,
-                                          run_config)
+from benchmarks.experiment_config import ExperimentRunConfig
+from benchmarks.quality_experiment import git_commit, parse_experiment
+from benchmarks.quality_runs import chosen_recipe, is_done
+from benchmarks.quality_summary import cell
 from pipeline.cli import Command
-from pipeline.config import save_config
-from pipeline.layout.run import RESULTS, RunPaths
+from pipeline.layout.run import RESULTS
 from pipeline.model.budgets import Budget
 
 log = logging.getLogger("precision")
@@ -29,21 +30,10 @@ CLI = Command("python -m benchmarks.precision_quality", __doc__.splitlines()[0],
 GOALS = {"int8": 0.995, "bin": 0.95}
 
 
-def evaluate_run(config: Path, out: Path, run_dir: Path, threads: int) -> dict:
-    """The run's final model evaluated at every precision (reused when done); returns its results."""
-    target = run_dir / "eval-precision"
-    if not (target / RESULTS).exists():
-        final = RunPaths(run_dir).final
-        _run([PY, "-m", "pipeline.evaluate", "--config", str(config), f"eval.model={final}",
-              f"train.output_dir={run_dir}", f"eval.shards={out / 'shards-eval'}", f"eval.output_dir={target}",
-              "eval.precisions=[fp16, int8, bin]", "eval.log_mlflow=false", "eval.timing_pages=0"],
-             run_dir / "eval-precision.log", threads)
-    return json.loads((target / RESULTS).read_text())
-
-
 def summary(results: dict[str, list[dict]], commit: str) -> dict:
     """{"commit", "recipes": {name: {budget: {"mean", "std", "seeds"}}}, "retention": {name: {budget: {"mean",
-    "std"}}} (quantised budgets only: per-seed nDCG@5 / the fp16 budget's), "bytes_per_page", "goals"}."""
+    "std"}}} (quantised budgets only: per-seed nDCG@5 / the fp16 budget's; none where a seed's fp16 nDCG@5 is 0,
+    as the ratio is undefined there), "bytes_per_page", "goals"}."""
     recipes, retention = {}, {}
     rows = next(iter(results.values()))[0]["rows"]
     order = [r["budget"] for r in rows]
@@ -51,7 +41,8 @@ def summary(results: dict[str, list[dict]], commit: str) -> dict:
         per_seed = [{r["budget"]: r["ndcg_at_5"] for r in res["rows"]} for res in runs]
         recipes[name] = {b: cell([s[b] for s in per_seed]) for b in order}
         retention[name] = {b: cell([s[b] / s[str(Budget.parse(b).fp16)] for s in per_seed])
-                           for b in order if Budget.parse(b).precision != "fp16"}
+                           for b in order if Budget.parse(b).precision != "fp16"
+                           and all(s[str(Budget.parse(b).fp16)] > 0 for s in per_seed)}
     sizes = {r["budget"]: r["bytes_per_page"] for r in rows}
     result = {"commit": commit, "recipes": recipes, "retention": retention, "bytes_per_page": sizes}
     result["goals"] = goals(result)
@@ -87,8 +78,9 @@ def markdown(result: dict) -> str:
             cells = [b, f"{sizes[b]:.0f}", f"{table[b]['mean']:.3f} ± {table[b]['std']:.3f}"]
             for precision in ("int8", "bin"):
                 q = f"{b}-{precision}"
-                cells += [f"{sizes[q]:.0f}", f"{table[q]['mean']:.3f} ± {table[q]['std']:.3f} "
-                                             f"({ret[q]['mean']:.1%})"] if q in table else ["-", "-"]
+                kept = f"{ret[q]['mean']:.1%}" if q in ret else "-"
+                cells += [f"{sizes[q]:.0f}", f"{table[q]['mean']:.3f} ± {table[q]['std']:.3f} ({kept})"
+                          ] if q in table else ["-", "-"]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -98,25 +90,25 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_experiment(CLI, argv)
     x = cfg.experiment
     out = Path(x.out_dir).resolve()
-    threads = x.threads or 1
-    config = out / "config.precision.yaml"  # this command's own copy: an experiment may be running on config.yaml
-    save_config(run_config(cfg), config)
-    results, missing = {}, []
-    recipes = x.precision_recipes or [x.default_recipe]
-    for recipe in recipes:
-        for seed in x.seeds_of(recipe):
+    results, missing, chosen = {}, [], {}
+    for role in x.precision_recipes or [x.default_recipe]:
+        recipe = chosen_recipe(cfg, out, role)
+        if recipe is None:
+            missing.append(f"{role} (candidates not finished)")
+            continue
+        chosen[role] = recipe
+        for seed in x.seeds_of(role):
             run_dir = out / "runs" / f"{recipe}-s{seed}"
-            if not RunPaths(run_dir).final.is_dir():
+            if not is_done(run_dir):
                 missing.append(run_dir.name)
                 continue
-            results.setdefault(recipe, []).append(evaluate_run(config, out, run_dir, threads))
-            log.info("%s seed %d evaluated at every precision", recipe, seed)
+            results.setdefault(role, []).append(json.loads((run_dir / "eval-test" / RESULTS).read_text()))
     if missing:
-        log.warning("not trained yet (run `make experiment`): %s", ", ".join(missing))
+        log.warning("not finished yet (run `make experiment`): %s", ", ".join(missing))
     if not results:
-        log.error("no finished run of %s under %s", ", ".join(recipes), out)
+        log.error("no finished run of %s under %s", ", ".join(x.precision_recipes or [x.default_recipe]), out)
         return 1
-    result = summary(results, git_commit())
+    result = {**summary(results, git_commit()), "split": "test", "page_size": cfg.synth.page_size, "roles": chosen}
     target = Path(x.precision_results)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(result, indent=1) + "\n")

@@ -24,7 +24,7 @@ import psutil
 import pypdfium2 as pdfium
 
 from data_prep import pages, render, synth
-from pipeline.config import RenderConfig, SynthConfig
+from data_prep.config import RenderConfig, SynthConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

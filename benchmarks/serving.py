@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.export.variants import export_variant, load_variant, weights_bytes  # noqa: E402
-from pipeline.model.budgets import Budget, apply_budget  # noqa: E402
-from pipeline.model.pooling import normalize  # noqa: E402
+from pipeline.model.budgets import Budget  # noqa: E402
+from pipeline.model.pooling import apply_budget, normalize  # noqa: E402
 from pipeline.model.maxsim import topk_stream  # noqa: E402
 from pipeline.model.precision import PRECISIONS, quantize  # noqa: E402
 from pipeline.model.retriever import Retriever  # noqa: E402

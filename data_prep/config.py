@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pipeline.configlib import FieldError, Fraction, NonNegInt, PosFloat, PosInt, Range, Section
+from pydantic import Field, model_validator
+
+from pipeline.configlib import FieldError, Fraction, NonNegInt, PosFloat, PosInt, Section
 
 
-@dataclass(kw_only=True)
 class SynthConfig(Section):
     """Deterministic synthetic corpus (data_prep/synth.py)."""
 
@@ -51,7 +51,8 @@ class SynthConfig(Section):
     (seed + 1, answer codes unique among them, same vocabulary: with unique_codes false every eval query is a code
     that training pages answer); one queries.jsonl for both. Render with render.split_by=path."""
 
-    def check(self) -> None:
+    @model_validator(mode="after")
+    def check(self):
         if self.queries_per_page > self.codes_per_page:
             raise FieldError("queries_per_page", f"{self.queries_per_page} exceeds codes_per_page "
                                                  f"{self.codes_per_page}")
@@ -60,9 +61,9 @@ class SynthConfig(Section):
                                            f"{self.code_len}")
         if self.layout == "rich" and self.page_size < 224:
             raise FieldError("page_size", f"layout rich needs page_size >= 224 (try 448), got {self.page_size}")
+        return self
 
 
-@dataclass(kw_only=True)
 class RenderConfig(Section):
     """The render job (data_prep/render.py): documents -> WebDataset shards."""
 
@@ -78,7 +79,7 @@ class RenderConfig(Section):
     """Cap on width*height of a page image; the DPI is lowered to fit."""
     image_format: Literal["png", "jpeg"] = "png"
     """png (lossless) or jpeg."""
-    jpeg_quality: Annotated[int, Range(lo=1, hi=100)] = 90
+    jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 90
     """JPEG quality (1-100) when image_format is jpeg."""
     shard_size: PosInt = 256
     """Samples per shard."""
@@ -96,7 +97,7 @@ class RenderConfig(Section):
     """Ray cluster address; null: RAY_ADDRESS, else a local Ray."""
     num_cpus: PosInt | None = None
     """CPUs of a local Ray (null: all)."""
-    png_compress_level: Annotated[int, Range(lo=0, hi=9)] = 6
+    png_compress_level: Annotated[int, Field(ge=0, le=9)] = 6
     """zlib level for PNG (0-9); lossless at every level."""
     object_store_mb: PosInt | None = None
     """Object store of a local Ray in MiB; null: Ray's default."""

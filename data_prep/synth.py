@@ -11,7 +11,6 @@ a table and a bar chart, and the answer codes printed large).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import random
@@ -178,7 +177,7 @@ def synthesize(cfg: SynthConfig) -> Path:
     out = Path(cfg.out_dir)
     parts = [("", cfg)]
     if cfg.eval_docs:
-        held_out = dataclasses.replace(cfg, n_docs=cfg.eval_docs, seed=cfg.seed + 1, unique_codes=True, eval_docs=0)
+        held_out = cfg.model_copy(update=dict(n_docs=cfg.eval_docs, seed=cfg.seed + 1, unique_codes=True, eval_docs=0))
         parts = [(f"{TRAIN_DIR}/", cfg), (f"{EVAL_DIR}/", held_out)]
     lines = []
     for prefix, part in parts:

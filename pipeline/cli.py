@@ -1,5 +1,6 @@
 """The shared command line: each entry point declares its flags in one table (`Command`), and `parse()` turns argv
-into the typed config tree.
+into the typed config tree (`RunConfig` by default: the tree a run's YAML holds, data preparation's sections and the
+pipeline's; this is where both are known).
 
 Every command takes `--config FILE`, its table's flags, and dotted overrides `key.sub=value` anywhere among them.
 A flag that names a config key is the same as that override (its help text is the field's documentation); a flag
@@ -10,15 +11,25 @@ line on stderr and exit status 2, before anything heavy is imported.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import Field
+
+from data_prep.config import RenderConfig, SynthConfig
 from pipeline import configlib
+from pipeline.config import Config
 from pipeline.configlib import ConfigError
+
+
+class RunConfig(Config):
+    """The tree a run's YAML holds: data preparation's sections (synth, render) and the pipeline's."""
+
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    render: RenderConfig = Field(default_factory=RenderConfig)
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,7 @@ class Command:
     flags: tuple[Flag, ...] = ()
     sections: tuple[str, ...] = ()
     verbs: dict[str, tuple[Flag, ...]] = field(default_factory=dict)  # verb -> its own flags (besides `flags`)
-    root: Any = None  # the config tree type; None: pipeline.config.Config
+    root: Any = RunConfig  # the config tree type
 
     def flag_names(self) -> dict[str, set[str]]:
         """{verb or "": every option string it accepts} (what the flag-table test pins)."""
@@ -71,44 +82,38 @@ class Command:
         return {verb: common | {n for f in own for n in f.names} for verb, own in self.verbs.items()}
 
 
-def _root(command: Command) -> Any:
-    if command.root is not None:
-        return command.root
-    from pipeline.config import Config
+def _field(root: Any, key: str) -> tuple[Any, str, Any]:
+    """(section class, field name, field info) of a dotted key of the tree `root`."""
+    *path, name = key.split(".")
+    cls = configlib.node_at(root, path)[0]
+    return cls, name, cls.model_fields[name]
 
-    return Config
 
-
-def _field(root: Any, dotted: str) -> tuple[Any, str, Any]:
-    """(section class, field name, field type) of a dotted key of the tree `root`."""
-    *path, name = dotted.split(".")
-    cls = root
-    for part in path:
-        cls = configlib.type_hints(cls)[part]
-    return cls, name, configlib.type_hints(cls)[name]
+def _doc(info: Any) -> str:
+    """A field's docstring as one line (its first paragraph)."""
+    return " ".join((info.description or "").split("\n\n")[0].split())
 
 
 def _help_for(root: Any, f: Flag) -> str:
     if f.help or f.key is None:
         return f.help
-    cls, name, tp = _field(root, f.key)
-    doc = configlib.field_docs(cls).get(name, "")
-    return f"{doc} [{f.key}: {configlib.describe_type(tp)}]".strip()
+    _, _, info = _field(root, f.key)
+    return f"{_doc(info)} [{f.key}: {configlib.describe_type(info.annotation, info.metadata)}]".strip()
 
 
 def _epilog(root: Any, sections: tuple[str, ...]) -> str:
     """The config keys of `sections` with type, default and documentation (for --help)."""
     lines = ["dotted overrides KEY=VALUE may appear anywhere among the flags (values are YAML); keys:"]
     for section in sections:
-        cls = configlib.type_hints(root)[section]
-        docs, hints = configlib.field_docs(cls), configlib.type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(hints[f.name]):
+        cls = configlib.node_at(root, [section])[0]
+        defaults = cls().model_dump()
+        for name, info in cls.model_fields.items():
+            if configlib.is_section(info.annotation):
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"  {section}.{f.name} ({configlib.describe_type(hints[f.name])}; default {default!r})")
-            if docs.get(f.name):
-                lines.append(f"      {docs[f.name]}")
+            kind = configlib.describe_type(info.annotation, info.metadata)
+            lines.append(f"  {section}.{name} ({kind}; default {defaults[name]!r})")
+            if info.description:
+                lines.append(f"      {_doc(info)}")
     return "\n".join(lines)
 
 
@@ -136,7 +141,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(command: Command) -> argparse.ArgumentParser:
-    root = _root(command)
+    root = command.root
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(prog=command.prog, description=command.description,
                                      epilog=_epilog(root, command.sections), formatter_class=fmt,
@@ -154,13 +159,13 @@ def build_parser(command: Command) -> argparse.ArgumentParser:
 
 def _raw_value(root: Any, key: str, raw: str) -> Any:
     """A flag's text as the field wants it: kept as text for a str field, else parsed as YAML."""
-    _, _, tp = _field(root, key)
-    if _accepts_str(tp):
+    _, _, info = _field(root, key)
+    if _accepts_str(info.annotation):
         return raw
     import yaml
 
     try:
-        return yaml.safe_load(raw)
+        return configlib.parse_yaml(raw)
     except yaml.YAMLError:
         raise ConfigError(f"{key}: {raw!r} is not a valid value") from None
 
@@ -199,7 +204,7 @@ def parse(command: Command, argv: list[str] | None = None) -> tuple[Any, argpars
 
     The namespace holds `verb` (for commands with verbs) and each key-less flag under its name without dashes
     (`--list` -> ns.list)."""
-    root = _root(command)
+    root = command.root
     parser = build_parser(command)
     ns, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     overrides = [a for a in extra if "=" in a and not a.startswith("-")]

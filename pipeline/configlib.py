@@ -1,27 +1,25 @@
-"""Typed config machinery shared by every component's config: sections, checks, loading and field docs.
+"""Config machinery on pydantic v2: the section base, YAML with file/line errors, dotted overrides, one-line errors.
 
-A component's config is a kw-only dataclass deriving from `Section`. Field types say what a value may be:
-`Literal[...]` for an enumerated setting, `Annotated[int, Range(lo=1)]` (aliases `PosInt`, `Fraction`, ...) for
-a bounded number; `check()` holds cross-field rules. Every check runs when the dataclass is built, from YAML or
-from code, so a bad value fails at load, before any heavy import, with one error naming its dotted key. The
-string literal under a field is its documentation (shown by `--help`).
+A component's config is a `Section` (a pydantic model: unknown keys refused, exact types, the docstring under a
+field is its documentation, shown by `--help`). `Literal[...]` types an enumerated setting, `PosInt`, `Fraction`,
+... (`Field(ge=...)`) a bounded number, and a `model_validator` holds cross-field rules, raising
+`FieldError(key, problem)`. Validation is pydantic's; this module only turns its first error into one line naming
+the dotted key, so a bad value fails at load, before any heavy import, whether the section is built from YAML or
+from code.
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import functools
-import inspect
 import re
-import textwrap
 import types
 import typing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Iterable, Literal
 
+import annotated_types as at
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
 
 
 class ConfigError(ValueError):
@@ -29,197 +27,153 @@ class ConfigError(ValueError):
 
 
 class FieldError(ConfigError):
-    """A bad value of one field; `key` is relative to its section (the loader prefixes the section path)."""
+    """A bad value of one field; `key` is relative to the section that raised it (the message prefixes its path)."""
 
     def __init__(self, key: str, problem: str):
         super().__init__(f"{key}: {problem}")
         self.key, self.problem = key, problem
 
 
-@dataclass(frozen=True)
-class Range:
-    """A bound on a number: lo <= x (lo < x when lo_open) and x <= hi; None leaves that side open."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-
-    def ok(self, x: float) -> bool:
-        low = self.lo is None or (x > self.lo if self.lo_open else x >= self.lo)
-        return low and (self.hi is None or x <= self.hi)
-
-    def __str__(self) -> str:
-        if self.hi is None:
-            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
-        if self.lo is None:
-            return f"<= {self.hi:g}"
-        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Port = Annotated[int, Field(ge=0, le=65535)]
 
 
-PosInt = Annotated[int, Range(lo=1)]
-NonNegInt = Annotated[int, Range(lo=0)]
-PosFloat = Annotated[float, Range(lo=0, lo_open=True)]
-NonNegFloat = Annotated[float, Range(lo=0)]
-Fraction = Annotated[float, Range(lo=0, hi=1)]
-Port = Annotated[int, Range(lo=0, hi=65535)]
+class Section(BaseModel):
+    """Base of every config section: exact types, no unknown keys, field docstrings as descriptions."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True, validate_default=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:  # built in code: the same one line as from YAML
+            raise error_of(e.errors()[0], type(self)) from None
+
+    # This __init__ only validates (as BaseModel's): pydantic may validate nested sections without calling it, and
+    # then their errors keep their place in the tree (pydantic marks its own and RootModel's __init__ the same way).
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
 
-@dataclass(kw_only=True)
-class Section:
-    """Base of every config section: checks each field against its type's constraints, then `check()`."""
-
-    def __post_init__(self) -> None:
-        hints = type_hints(type(self))
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if not dataclasses.is_dataclass(value):
-                constrain(value, hints[f.name], f.name)
-        self.check()
-
-    def check(self) -> None:
-        """Cross-field rules of this section; raise FieldError(key, problem)."""
+def is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
-@functools.cache
-def type_hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls, include_extras=True)
+def _marks(marks: Iterable[Any]) -> list[Any]:
+    """The annotated-types constraints among Annotated extras (a Field(ge=1) holds its own)."""
+    out: list[Any] = []
+    for m in marks:
+        out += m.metadata if isinstance(m, FieldInfo) else [m]
+    return out
 
 
-def _is_union(tp: Any) -> bool:
-    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+def _strip(tp: Any, meta: list[Any]) -> tuple[Any, list[Any]]:
+    """Annotated[X, ...] -> X plus its constraints; X | None -> X."""
+    while True:
+        if typing.get_origin(tp) is Annotated:
+            tp, *marks = typing.get_args(tp)
+            meta = meta + _marks(marks)
+        elif typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp):
+            arms = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(arms) != 1:
+                return tp, meta
+            tp = arms[0]
+        else:
+            return tp, meta
 
 
-def constrain(value: Any, tp: Any, key: str) -> None:
-    """Raise FieldError when `value` breaks a Literal or Range of `tp` (types themselves are the loader's job)."""
-    origin = typing.get_origin(tp)
-    if origin is Annotated:
-        base, *marks = typing.get_args(tp)
-        constrain(value, base, key)
-        for mark in marks:
-            if isinstance(mark, Range) and _is_number(value) and not mark.ok(value):
-                raise FieldError(key, f"must be {mark}, got {value!r}")
-    elif origin is Literal:
-        if value not in typing.get_args(tp):
-            raise FieldError(key, f"{value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
-    elif _is_union(tp):
-        arms = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is not None and len(arms) == 1:
-            constrain(value, arms[0], key)
-    elif origin is list and isinstance(value, list):
-        (arm,) = typing.get_args(tp)
-        for i, v in enumerate(value):
-            constrain(v, arm, f"{key}[{i}]")
-    elif origin is dict and isinstance(value, dict):
-        _, arm = typing.get_args(tp)
-        for k, v in value.items():
-            constrain(v, arm, f"{key}.{k}")
+def node_at(root: type, loc: Iterable[Any]) -> tuple[Any, list[Any]]:
+    """(type, constraints) of the value at `loc` (field names, list indices, dict keys) under the model `root`."""
+    tp, meta = root, []
+    for part in loc:
+        tp, meta = _strip(tp, meta)
+        if is_section(tp):
+            f = tp.model_fields[part]
+            tp, meta = f.annotation, list(f.metadata)
+        else:
+            tp, meta = typing.get_args(tp)[-1], []  # list[X] or dict[K, X]
+    return _strip(tp, meta)
 
 
-_FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+def bounds(meta: Iterable[Any]) -> str:
+    """'>= 1', '> 0', 'in [0, 1]' from annotated-types constraints ('' when unbounded)."""
+    lo = [(">=", m.ge) if isinstance(m, at.Ge) else (">", m.gt) for m in meta if isinstance(m, (at.Ge, at.Gt))]
+    hi = [("<=", m.le) if isinstance(m, at.Le) else ("<", m.lt) for m in meta if isinstance(m, (at.Le, at.Lt))]
+    if lo and hi:
+        (low, x), (high, y) = lo[0], hi[0]
+        return f"in {'[' if low == '>=' else '('}{x:g}, {y:g}{']' if high == '<=' else ')'}"
+    return " ".join(f"{op} {x:g}" for op, x in lo + hi)
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def convert(value: Any, tp: Any, key: str) -> Any:
-    """`value` (parsed YAML) as type `tp`: sections built, ints widened to float; else ConfigError naming `key`."""
-    origin = typing.get_origin(tp)
-    if origin is Annotated:
-        return convert(value, typing.get_args(tp)[0], key)
-    if origin is Literal:
-        return value  # membership is checked by the section
-    if _is_union(tp):
-        if value is None and type(None) in typing.get_args(tp):
-            return None
-        arms = [a for a in typing.get_args(tp) if a is not type(None)]
-        errors = []
-        for arm in arms:
-            try:
-                return convert(value, arm, key)
-            except ConfigError as e:
-                errors.append(e)
-        if len(arms) == 1:
-            raise errors[0]
-        raise ConfigError(f"{key}: expected {describe_type(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return build(tp, value, key)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        (arm,) = typing.get_args(tp)
-        return [convert(v, arm, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        kt, vt = typing.get_args(tp)
-        return {convert(k, kt, key): convert(v, vt, f"{key}.{k}") for k, v in value.items()}
-    if tp is float and _is_number(value):
-        return float(value)
-    if tp is float and isinstance(value, str) and _FLOAT_LITERAL.fullmatch(value.strip()):
-        return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
-    if tp is str and _is_number(value):
-        return str(value)
-    if tp is Any:
-        return value
-    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
-    return value
-
-
-def build(cls: type, data: dict, prefix: str = "") -> Any:
-    """An instance of section `cls` from a mapping; unknown keys, bad types and failed checks name the key."""
-    hints = type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    kwargs = {}
-    for k, v in data.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if k not in names:
-            raise ConfigError(f"unknown config key '{key}' (known: {', '.join(sorted(names))})")
-        kwargs[k] = convert(v, hints[k], key)
-    try:
-        return cls(**kwargs)
-    except FieldError as e:
-        key = f"{prefix}.{e.key}" if prefix else e.key
-        raise ConfigError(f"{key}: {e.problem}") from None
-
-
-def describe_type(tp: Any) -> str:
+def describe_type(tp: Any, meta: Iterable[Any] = ()) -> str:
     """A short human form of a field type: 'int >= 1', 'grid|2d|full', 'list[int]', 'str or null'."""
     origin = typing.get_origin(tp)
     if origin is Annotated:
         base, *marks = typing.get_args(tp)
-        return " ".join([describe_type(base), *(str(m) for m in marks if isinstance(m, Range))])
+        return describe_type(base, [*meta, *_marks(marks)])
     if origin is Literal:
         return "|".join(str(a) for a in typing.get_args(tp))
-    if _is_union(tp):
+    if origin in (typing.Union, types.UnionType):
         return " or ".join("null" if a is type(None) else describe_type(a) for a in typing.get_args(tp))
     if origin in (list, dict):
         return f"{origin.__name__}[{', '.join(describe_type(a) for a in typing.get_args(tp))}]"
-    return getattr(tp, "__name__", str(tp))
+    name = getattr(tp, "__name__", str(tp))
+    return f"{name} {bounds(meta)}".strip()
 
 
-@functools.cache
-def field_docs(cls: type) -> dict[str, str]:
-    """{field: the string literal written under it in the class body} (first paragraph, one line)."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass) or klass is Section:
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError):
-            continue
-        body = tree.body[0].body
-        for stmt, nxt in zip(body, body[1:]):
-            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
-                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-                docs[stmt.target.id] = " ".join(nxt.value.value.strip().split("\n\n")[0].split())
-    return docs
+_EXPECTED = {"int_type": "int", "float_type": "float", "string_type": "str", "bool_type": "bool",
+             "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping"}
+
+
+def dotted(loc: Iterable[Any]) -> str:
+    """('model', 'widths', 1) -> 'model.widths[1]'."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def error_of(err: dict, root: type) -> ConfigError:
+    """One pydantic error (of validating `root`) as the one-line error naming its dotted key."""
+    loc, kind, value = err["loc"], err["type"], err.get("input")
+    key = dotted(loc)
+    if kind == "extra_forbidden":
+        known = ", ".join(sorted(node_at(root, loc[:-1])[0].model_fields))
+        return ConfigError(f"unknown config key '{key}' (known: {known})")
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError):
+        return FieldError(dotted([*loc, cause.key]), cause.problem)
+    if cause is not None:
+        return FieldError(key, str(cause))
+    tp, meta = node_at(root, loc)
+    if kind == "literal_error":
+        return FieldError(key, f"{value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        shown = float(value) if tp is float else value
+        return FieldError(key, f"must be {bounds(meta)}, got {shown!r}")
+    if kind in _EXPECTED:
+        return FieldError(key, f"expected {_EXPECTED[kind]}, got {value!r}")
+    return FieldError(key, f"{err['msg'][:1].lower()}{err['msg'][1:]}, got {value!r}")
+
+
+def build(root: type, tree: dict) -> Any:
+    """An instance of `root` from a mapping; the first problem is one ConfigError naming its dotted key."""
+    try:
+        return root.model_validate(tree)
+    except ValidationError as e:
+        raise error_of(e.errors()[0], root) from None
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with the 1.2 float rule: 3e-4 (no dot) is a number, as every user means it, not a string."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                              list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -231,7 +185,7 @@ def read_yaml(path: str | Path) -> dict:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     try:
-        tree = yaml.safe_load(text)
+        tree = parse_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -248,29 +202,53 @@ def apply_override(tree: dict, item: str) -> None:
     """Set `key.sub=value` in a nested dict; the value is parsed as YAML (empty means null)."""
     if "=" not in item:
         raise ConfigError(f"override '{item}' is not of the form key.sub=value")
-    dotted, raw = item.split("=", 1)
-    dotted = dotted.strip()
+    key, raw = item.split("=", 1)
+    key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = parse_yaml(raw) if raw != "" else None
     except yaml.YAMLError:
-        raise ConfigError(f"override '{dotted}': value {raw!r} is not valid YAML") from None
-    set_key(tree, dotted, value)
+        raise ConfigError(f"override '{key}': value {raw!r} is not valid YAML") from None
+    set_key(tree, key, value)
 
 
-def set_key(tree: dict, dotted: str, value: Any) -> None:
+def set_key(tree: dict, key: str, value: Any) -> None:
     """tree[a][b] = value for dotted key 'a.b', creating sections as needed."""
-    parts = dotted.split(".")
+    parts = key.split(".")
     node = tree
     for p in parts[:-1]:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override '{dotted}': '{p}' is not a section")
+            raise ConfigError(f"override '{key}': '{p}' is not a section")
     node[parts[-1]] = value
 
 
-def load(root: type, path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Any:
+def load(root: type, path: str | Path | None = None, overrides: Iterable[str] = ()) -> Any:
     """Build `root` from the YAML at `path` (or the defaults) plus dotted overrides; every check runs."""
     tree = read_yaml(path) if path is not None else {}
     for item in overrides:
         apply_override(tree, item)
     return build(root, tree)
+
+
+def to_dict(cfg: BaseModel) -> dict:
+    """A config tree as plain YAML-able data (budgets as their text)."""
+    return cfg.model_dump()
+
+
+def save_config(cfg: BaseModel, path: str | Path) -> None:
+    """Write a resolved config as YAML (it loads back to an equal tree)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}, for MLflow params."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out

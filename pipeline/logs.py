@@ -1,16 +1,20 @@
 """Logging set-up shared by every entry point: one format, and only rank 0 speaks at INFO."""
 
 import logging
-import os
 import sys
+
+from pipeline.ranks import launched
 
 
 class _RankFilter(logging.Filter):
-    """Drop records below WARNING on ranks other than 0 (rank read from the launcher's environment)."""
+    """Drop records below WARNING on ranks other than 0."""
+
+    def __init__(self, rank: int):
+        super().__init__()
+        self.rank = rank
 
     def filter(self, record: logging.LogRecord) -> bool:
-        rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
-        return rank == 0 or record.levelno >= logging.WARNING
+        return self.rank == 0 or record.levelno >= logging.WARNING
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -20,8 +24,8 @@ def setup_logging(level: int = logging.INFO) -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler._pipeline = True  # type: ignore[attr-defined]
-    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
+    rank = launched()[1]  # the launcher's rank (torchrun, deepspeed, Slurm, Open MPI), as the training reads it
     handler.setFormatter(logging.Formatter(f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    handler.addFilter(_RankFilter())
+    handler.addFilter(_RankFilter(rank))
     root.addHandler(handler)
     root.setLevel(level)

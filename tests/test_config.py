@@ -32,6 +32,6 @@ def test_bad_type_is_named():
 
 
 def test_round_trip(tmp_path):
-    cfg = load_config(None, ["train.steps=3", "export.budgets={a: [1, 16, 2]}"])
+    cfg = load_config(None, ["train.steps=3", "export.budgets={a: L1-d16-p2, b: full, c: d32-p4-int8}", "train.curve_budgets=[L2-d32-p2-bin]"])
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(tmp_path / "resolved.yaml") == cfg

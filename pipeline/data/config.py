@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic import model_validator
 
 from pipeline.configlib import FieldError, NonNegInt, PosInt, Section
 
 
-@dataclass(kw_only=True)
 class DataConfig(Section):
     """The training stream (pipeline/data)."""
 
@@ -17,8 +16,6 @@ class DataConfig(Section):
     """The manifest split to train on."""
     global_batch: PosInt = 16
     """Query/page pairs per optimizer step, over all ranks (a multiple of the world size)."""
-    chunk_size: PosInt = 4
-    """Pairs per gradient-cache chunk on one rank."""
     num_workers: NonNegInt = 0
     """DataLoader worker processes per rank."""
     seed: int = 0
@@ -30,6 +27,8 @@ class DataConfig(Section):
     """Skip a sample that cannot be read (no image, a JSON record or image that does not parse) and count it
     (MLflow metric bad_samples) instead of stopping with one line naming its shard and key."""
 
-    def check(self) -> None:
+    @model_validator(mode="after")
+    def check(self):
         if not self.split:
             raise FieldError("split", "must not be empty")
+        return self

@@ -36,7 +36,7 @@ def run(cfg: Config) -> dict:
     paths = StagePaths.from_config(cfg)
     model_dir, out_dir = paths.eval_model, paths.eval_dir
     eval_set = open_eval_set(paths.eval_shards, cfg.eval.split, cfg.eval.parquet, cfg.eval.max_pages)
-    retriever = Retriever.from_pretrained(model_dir, _model_cfg(cfg, model_dir))
+    retriever = Retriever.from_pretrained(model_dir, cfg.model.saved_at(model_dir))
     e = cfg.eval
     grid = retriever_grid(retriever, cfg.model.widths, cfg.model.pools, e.precisions)
     results = evaluate_budgets(retriever, eval_set, grid, e.batch_size, e.run_depth, e.timing_pages, e.progress)
@@ -50,12 +50,6 @@ def run(cfg: Config) -> dict:
     elif e.log_mlflow:
         log.warning("no %s/run.json: results not logged to MLflow", cfg.train.output_dir)
     return results
-
-
-def _model_cfg(cfg: Config, model_dir: Path):
-    import dataclasses
-
-    return dataclasses.replace(cfg.model, name_or_path=str(model_dir), lora=dataclasses.replace(cfg.model.lora, r=0))
 
 
 def main(argv: list[str] | None = None) -> int:

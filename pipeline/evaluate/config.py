@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Annotated
 
-from pipeline.configlib import FieldError, NonNegInt, PosInt, Range, Section
+from pydantic import Field, model_validator
+
+from pipeline.configlib import FieldError, NonNegInt, PosInt, Section
 from pipeline.model.config import PRECISIONS, Precision
 
 
-@dataclass(kw_only=True)
 class EvalConfig(Section):
     """Budget-grid evaluation (pipeline/evaluate)."""
 
@@ -27,9 +27,9 @@ class EvalConfig(Section):
     """Evaluate on the first N pages only (null: all)."""
     model: str | None = None
     """A saved Retriever directory; null: <train.output_dir>/final."""
-    run_depth: Annotated[int, Range(lo=10)] = 100
+    run_depth: Annotated[int, Field(ge=10)] = 100
     """Pages kept per query in the ranked run (the metrics need 10)."""
-    precisions: list[Precision] = field(default_factory=lambda: list(PRECISIONS))
+    precisions: list[Precision] = list(PRECISIONS)
     """Page-vector precisions of the grid (each budget at each; pipeline/model/precision.py)."""
     timing_pages: NonNegInt = 16
     """Pages encoded per exit to time encoding (0: no timing)."""
@@ -38,6 +38,8 @@ class EvalConfig(Section):
     progress: bool = True
     """tqdm bars over pages and budgets (stderr)."""
 
-    def check(self) -> None:
+    @model_validator(mode="after")
+    def check(self):
         if not self.precisions or len(set(self.precisions)) != len(self.precisions):
             raise FieldError("precisions", f"must name each precision once, got {self.precisions}")
+        return self

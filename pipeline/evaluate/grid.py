@@ -12,8 +12,9 @@ from tqdm import tqdm
 
 from pipeline.evaluate.cost import bytes_per_page, time_per_item
 from pipeline.evaluate.metrics import mean_metrics
-from pipeline.model.budgets import Budget, apply_budget
+from pipeline.model.budgets import Budget
 from pipeline.model.maxsim import maxsim_chunked
+from pipeline.model.pooling import apply_budget
 from pipeline.model.precision import StoredPages
 from pipeline.model.vectors import MultiVector
 

@@ -9,7 +9,6 @@ budgets it lacks are evaluated here on the configured eval set first.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -37,9 +36,8 @@ def run(cfg: Config) -> list[tuple[str, Path, dict]]:
 
     paths = StagePaths.from_config(cfg)
     model_dir = paths.export_model
-    mcfg = dataclasses.replace(cfg.model, name_or_path=str(model_dir), lora=dataclasses.replace(cfg.model.lora, r=0))
-    full = Retriever.from_pretrained(model_dir, mcfg).eval()
-    budgets = {name: resolve_budget(spec, full.exits) for name, spec in cfg.export.budgets.items()}
+    full = Retriever.from_pretrained(model_dir, cfg.model.saved_at(model_dir)).eval()
+    budgets = {name: resolve_budget(spec, full.exits, full.dim) for name, spec in cfg.export.budgets.items()}
     results = current_results(paths.results, full, model_dir, sorted(set(budgets.values()), reverse=True), cfg.eval,
                               paths.eval_shards)
     run_info = paths.run.read_run_json()

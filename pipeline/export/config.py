@@ -2,38 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+
+from pydantic import model_validator
 
 from pipeline.configlib import FieldError, Section
-from pipeline.model.config import PRECISIONS
+from pipeline.model.config import BudgetField
 
+with warnings.catch_warnings():  # pydantic warns that the field `register` shadows ABCMeta.register: harmless
+    warnings.filterwarnings("ignore", 'Field name "register"', UserWarning)
 
-@dataclass(kw_only=True)
-class ExportConfig(Section):
-    """Budget variants (pipeline/export)."""
+    class ExportConfig(Section):
+        """Budget variants (pipeline/export)."""
 
-    output_dir: str | None = None
-    """Where the variant directories go; null: <train.output_dir>/variants."""
-    budgets: dict[str, list[int | str]] = field(
-        default_factory=lambda: {"full": [0, 128, 1], "balanced": [0, 32, 2], "balanced-bin": [0, 32, 2, "bin"],
-                                 "tiny": [0, 16, 4]}
-    )
-    """name -> [layers (0: the last exit), dim, pool] or [layers, dim, pool, precision (fp16|int8|bin)]."""
-    model: str | None = None
-    """A saved Retriever directory; null: <train.output_dir>/final."""
-    results: str | None = None
-    """Eval results.json holding the cards' quality; null: <eval output dir>/results.json."""
-    register: bool = True
-    """Register each variant as a version of tracking.registered_model."""
+        output_dir: str | None = None
+        """Where the variant directories go; null: <train.output_dir>/variants."""
+        budgets: dict[str, BudgetField] = {"full": "full", "balanced": "d32-p2", "balanced-bin": "d32-p2-bin",
+                                           "tiny": "d16-p4"}
+        """name -> budget: L2-d32-p2, L2-d32-p2-bin (precision fp16|int8|bin), d32-p2 (the last exit) or full."""
+        model: str | None = None
+        """A saved Retriever directory; null: <train.output_dir>/final."""
+        results: str | None = None
+        """Eval results.json holding the cards' quality; null: <eval output dir>/results.json."""
+        register: bool = True
+        """Register each variant as a version of tracking.registered_model."""
 
-    def check(self) -> None:
-        if not self.budgets:
-            raise FieldError("budgets", "must name at least one variant")
-        for name, spec in self.budgets.items():
-            if not name:
+        @model_validator(mode="after")
+        def check(self):
+            if not self.budgets:
+                raise FieldError("budgets", "must name at least one variant")
+            if "" in self.budgets:
                 raise FieldError("budgets", "a variant name must not be empty")
-            ints, precision = spec[:3], spec[3:]
-            if (len(spec) not in (3, 4) or not all(isinstance(x, int) for x in ints) or ints[0] < 0 or min(ints[1:]) < 1
-                    or any(x not in PRECISIONS for x in precision)):
-                raise FieldError(f"budgets.{name}", "must be [layers, dim >= 1, pool >= 1] or [layers, dim, pool, "
-                                                    f"precision ({'|'.join(PRECISIONS)})], got {spec}")
+            return self

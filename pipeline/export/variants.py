@@ -15,16 +15,13 @@ from pipeline.model.budgets import Budget
 log = logging.getLogger(__name__)
 
 
-def resolve_budget(spec: list, exits: list[int]) -> Budget:
-    """[layers (0: the last exit), dim, pool(, precision)] -> Budget; the layer count must be an exit of the
-    model."""
-    if len(spec) not in (3, 4):
-        raise ValueError(f"a budget is [layers, dim, pool] or [layers, dim, pool, precision], got {spec}")
-    layers, dim, pool, *precision = spec
-    layers = layers or max(exits)
-    if layers not in exits:
-        raise ValueError(f"budget {spec}: {layers} layers is not an exit of this model (exits {exits})")
-    return Budget(layers, dim, pool, *precision)
+def resolve_budget(spec: Budget, exits: list[int], dim: int) -> Budget:
+    """A budget of the config on a model with `exits` and head width `dim` (an open layer count is the last exit,
+    an open width the full one); the layer count must be an exit of the model."""
+    budget = spec.resolve(exits, dim)
+    if budget.layers not in exits:
+        raise ValueError(f"budget {spec}: {budget.layers} layers is not an exit of this model (exits {exits})")
+    return budget
 
 
 def row_for(results: dict | None, budget: Budget) -> dict | None:
@@ -67,7 +64,7 @@ def export_variant(full, budget: Budget, out_dir: str | Path, card: dict) -> Pat
 
 def load_variant(variant_dir: str | Path, device: str | None = None):
     """(Retriever at the variant's budget, card) from a variant directory, in eval mode, on `device`."""
-    from pipeline.config import ModelConfig
+    from pipeline.model.config import ModelConfig
     from pipeline.model.retriever import Retriever
 
     retriever = Retriever.from_pretrained(variant_dir, ModelConfig(name_or_path=str(variant_dir)))

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.config import ModelConfig
+from pipeline.model.config import ModelConfig
 
 log = logging.getLogger(__name__)
 ARCHES = {"qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_vl", "paligemma": "paligemma"}

@@ -1,46 +1,81 @@
-"""Budgets (layers, dim, pool): the grid one set of weights serves, and applying a budget to full-width vectors."""
+"""Budgets (layers, dim, pool, precision): their one spelling ("L2-d32-p2-bin", "d32-p2", "full"), parsed once when
+the config loads, and the grid one set of weights serves. Torch-free: config loading imports it."""
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
+from typing import Iterable, Literal
 
-from pipeline.model.pooling import normalize, pool_grid
-from pipeline.model.precision import PRECISIONS
-from pipeline.model.vectors import MultiVector
+Precision = Literal["fp16", "int8", "bin"]  # how page vectors are stored: pipeline/model/precision.py
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+
+# Pool levels spelt by a name instead of p<factor> (pool value -> token); a new level of the count axis is one entry.
+POOL_NAMES: dict[int, str] = {}
+
+_EXAMPLES = "like 'L4-d128-p1', 'L2-d32-p2-bin', 'd32-p2' (the deepest exit) or 'full'"
+
+
+def _pool_of(token: str) -> int | None:
+    named = [pool for pool, name in POOL_NAMES.items() if name == token]
+    if named:
+        return named[0]
+    return int(token[1:]) if token[:1] == "p" and token[1:].isdigit() else None
 
 
 @dataclass(frozen=True, order=True)
 class Budget:
     """One operating point: run `layers` decoder layers, keep the first `dim` coordinates, pool pages by `pool`,
-    store page vectors at `precision` (fp16, int8 or bin: pipeline/model/precision.py)."""
+    store page vectors at `precision` (fp16, int8 or bin: pipeline/model/precision.py). A budget from the config
+    may leave `layers` (the deepest exit) and `dim` (the full width) open: `resolve` fills them for a model."""
 
-    layers: int
-    dim: int
+    layers: int | None
+    dim: int | None
     pool: int
     precision: str = "fp16"
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r} (known: {', '.join(PRECISIONS)})")
+        if any(x is not None and x < 1 for x in (self.layers, self.dim)) or (self.pool < 1 and self.pool not in POOL_NAMES):
+            raise ValueError(f"layers, dim and pool must be >= 1, got {(self.layers, self.dim, self.pool)}")
 
     def __str__(self) -> str:
-        suffix = "" if self.precision == "fp16" else f"-{self.precision}"
-        return f"L{self.layers}-d{self.dim}-p{self.pool}{suffix}"
+        if (self.layers, self.dim, self.pool) == (None, None, 1):
+            tokens = ["full"]
+        else:
+            tokens = [f"{p}{x}" for p, x in (("L", self.layers), ("d", self.dim)) if x is not None]
+            tokens.append(POOL_NAMES.get(self.pool, f"p{self.pool}"))
+        return "-".join(tokens + ([] if self.precision == "fp16" else [self.precision]))
 
     @staticmethod
-    def parse(text: str) -> "Budget":
-        """Inverse of str(): 'L4-d128-p1' -> Budget(4, 128, 1), 'L2-d32-p2-bin' -> Budget(2, 32, 2, 'bin')."""
-        parts = text.split("-")
-        ok = len(parts) in (3, 4) and [x[:1] for x in parts[:3]] == ["L", "d", "p"]
-        if not ok or not all(x[1:].isdigit() for x in parts[:3]):
-            raise ValueError(f"not a budget: {text!r} (expected like 'L4-d128-p1' or 'L2-d32-p2-int8')")
-        return Budget(int(parts[0][1:]), int(parts[1][1:]), int(parts[2][1:]), *parts[3:])
+    def parse(text: str) -> Budget:
+        """Inverse of str(): 'L4-d128-p1' -> Budget(4, 128, 1), 'L2-d32-p2-bin' -> Budget(2, 32, 2, 'bin'),
+        'd32-p2' -> Budget(None, 32, 2), 'full' -> Budget(None, None, 1)."""
+        tokens = str(text).split("-")
+        precision = tokens.pop() if len(tokens) > 1 and _pool_of(tokens[-1]) is None else "fp16"
+        if tokens == ["full"]:
+            return Budget(None, None, 1, precision)
+        sizes = []
+        for prefix in ("L", "d"):
+            take = bool(tokens) and tokens[0][:1] == prefix and tokens[0][1:].isdigit()
+            sizes.append(int(tokens.pop(0)[1:]) if take else None)
+        pool = _pool_of(tokens[0]) if len(tokens) == 1 else None
+        if pool is None:
+            raise ValueError(f"not a budget: {text!r} (expected {_EXAMPLES})")
+        return Budget(*sizes, pool, precision)
+
+    def resolve(self, exits: Iterable[int], dim: int) -> Budget:
+        """This budget on a model with `exits` and full width `dim`: the deepest exit and the full width fill what
+        it leaves open."""
+        return Budget(max(exits) if self.layers is None else self.layers, dim if self.dim is None else self.dim,
+                      self.pool, self.precision)
 
     def as_dict(self) -> dict:
         return {"layers": self.layers, "dim": self.dim, "pool": self.pool, "precision": self.precision}
 
     @property
-    def fp16(self) -> "Budget":
+    def fp16(self) -> Budget:
         """The same (layers, dim, pool) at fp16: the float vectors this budget stores at its precision."""
         return Budget(self.layers, self.dim, self.pool)
 
@@ -69,16 +104,7 @@ def full_budget(budgets: list[Budget]) -> Budget:
     return Budget(max(b.layers for b in budgets), max(b.dim for b in budgets), min(b.pool for b in budgets))
 
 
-def apply_budget(mv: MultiVector, dim: int, pool: int) -> MultiVector:
-    """Width then count: the first `dim` coordinates re-normalised, then (pages only) p x p grid means
-    re-normalised. Queries (grids None) are never pooled.
-
-    mv.vectors [B, N, D] -> [B, M, dim] with M = N for pool 1 or queries, else the pooled cell count.
-    """
-    if dim > mv.dim:
-        raise ValueError(f"budget width {dim} exceeds the vectors' width {mv.dim}")
-    vectors = mv.vectors if dim == mv.dim else normalize(mv.vectors[..., :dim])
-    if pool == 1 or mv.grids is None:
-        return MultiVector(vectors, mv.mask, mv.grids)
-    pooled, mask, grids = pool_grid(vectors, mv.mask, mv.grids, pool)
-    return MultiVector(normalize(pooled), mask, grids)
+def resolve_in(budget: Budget, grid: list[Budget]) -> Budget:
+    """`budget` resolved against `grid` (its deepest exit and widest width fill what it leaves open)."""
+    full = full_budget(grid)
+    return budget.resolve([full.layers], full.dim)

@@ -1,18 +1,26 @@
-"""The model's section of the config tree: the budget-elastic retriever, LoRA, precision and quantisation."""
+"""The model's section of the config tree: the budget-elastic retriever, LoRA, precision and quantisation; and the
+budget as a config value (one spelling, parsed at load)."""
 
 from __future__ import annotations
 
-import typing
-from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pipeline.configlib import FieldError, NonNegInt, PosInt, Range, Section
+from pydantic import Field, PlainSerializer, PlainValidator, model_validator
 
-Precision = Literal["fp16", "int8", "bin"]  # how page vectors are stored: pipeline/model/precision.py
-PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+from pipeline.configlib import FieldError, NonNegInt, PosInt, Section
+from pipeline.model.budgets import PRECISIONS, Budget, Precision
+
+__all__ = ["PRECISIONS", "BudgetField", "LoraConfig", "ModelConfig", "Precision"]
 
 
-@dataclass(kw_only=True)
+def _budget(value: Any) -> Budget:
+    return value if isinstance(value, Budget) else Budget.parse(value)
+
+
+# A budget in the config: written as text ("L2-d32-p2-bin", "d32-p2", "full"), held as a parsed Budget.
+BudgetField = Annotated[Budget, PlainValidator(_budget), PlainSerializer(str, return_type=str)]
+
+
 class LoraConfig(Section):
     """LoRA adapters on the backbone (peft)."""
 
@@ -20,15 +28,12 @@ class LoraConfig(Section):
     """Adapter rank; 0 disables LoRA."""
     alpha: PosInt = 32
     """LoRA scaling numerator (scale = alpha / r)."""
-    dropout: Annotated[float, Range(lo=0, hi=0.99)] = 0.1
+    dropout: Annotated[float, Field(ge=0, le=0.99)] = 0.1
     """Dropout on the adapter input."""
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     """Module names that get adapters."""
 
 
-@dataclass(kw_only=True)
 class ModelConfig(Section):
     """The budget-elastic retriever (pipeline/model)."""
 
@@ -38,9 +43,9 @@ class ModelConfig(Section):
     """Full width of every exit head; must be one of widths."""
     exits: list[PosInt] | None = None
     """Decoder layers with a head; null: L/4, L/2, 3L/4, L."""
-    widths: list[PosInt] = field(default_factory=lambda: [128, 64, 32, 16])
+    widths: list[PosInt] = [128, 64, 32, 16]
     """Widths of the budget grid (each at most dim)."""
-    pools: list[PosInt] = field(default_factory=lambda: [1, 2, 4])
+    pools: list[PosInt] = [1, 2, 4]
     """Pool factors of the budget grid (1: every vector)."""
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
     """auto: flash_attention_2 on CUDA when flash-attn is installed, else sdpa."""
@@ -48,7 +53,7 @@ class ModelConfig(Section):
     """Weights dtype; auto: bfloat16 on CUDA, float32 on CPU (training takes auto, float32 or bfloat16)."""
     quantization: Literal["none", "8bit", "4bit"] = "none"
     """bitsandbytes loading of the backbone (QLoRA with lora.r > 0)."""
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, more time)."""
     max_query_tokens: PosInt = 32
@@ -62,7 +67,12 @@ class ModelConfig(Section):
     max_pixels: PosInt | None = None
     """Image processor's upper bound on page pixels (null: the processor's default)."""
 
-    def check(self) -> None:
+    def saved_at(self, model_dir) -> ModelConfig:
+        """This config for the saved retriever in `model_dir` (its adapters, if any, already merged: no new ones)."""
+        return self.model_copy(update={"name_or_path": str(model_dir), "lora": self.lora.model_copy(update={"r": 0})})
+
+    @model_validator(mode="after")
+    def check(self) -> ModelConfig:
         for name in ("widths", "pools"):
             if not getattr(self, name):
                 raise FieldError(name, "must not be empty")
@@ -74,3 +84,4 @@ class ModelConfig(Section):
             raise FieldError("exits", "must not be empty (null: the default exits)")
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
             raise FieldError("min_pixels", f"{self.min_pixels} exceeds max_pixels {self.max_pixels}")
+        return self

@@ -1,4 +1,5 @@
-"""Count axis of the budget: average neighbouring page vectors on the merged patch grid by a factor p."""
+"""Count axis of the budget: average neighbouring page vectors on the merged patch grid by a factor p; a budget's
+width and count applied to full-width vectors."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
+
+from pipeline.model.vectors import MultiVector
 
 
 @lru_cache(maxsize=None)
@@ -58,3 +61,18 @@ def pool_grid(
 def normalize(vectors: torch.Tensor) -> torch.Tensor:
     """L2-normalise the last axis; zero vectors stay zero. [..., D] -> [..., D]."""
     return F.normalize(vectors, dim=-1, eps=1e-12)
+
+
+def apply_budget(mv: MultiVector, dim: int, pool: int) -> MultiVector:
+    """Width then count: the first `dim` coordinates re-normalised, then (pages only) p x p grid means
+    re-normalised. Queries (grids None) are never pooled.
+
+    mv.vectors [B, N, D] -> [B, M, dim] with M = N for pool 1 or queries, else the pooled cell count.
+    """
+    if dim > mv.dim:
+        raise ValueError(f"budget width {dim} exceeds the vectors' width {mv.dim}")
+    vectors = mv.vectors if dim == mv.dim else normalize(mv.vectors[..., :dim])
+    if pool == 1 or mv.grids is None:
+        return MultiVector(vectors, mv.mask, mv.grids)
+    pooled, mask, grids = pool_grid(vectors, mv.mask, mv.grids, pool)
+    return MultiVector(normalize(pooled), mask, grids)

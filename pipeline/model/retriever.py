@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import ModelConfig
+from pipeline.model.config import ModelConfig
 from pipeline.model import backbone as bb
-from pipeline.model.budgets import Budget, apply_budget
+from pipeline.model.budgets import Budget
 from pipeline.model.heads import ExitHeads
+from pipeline.model.pooling import apply_budget
 from pipeline.model.processor import EncoderInputs, RetrieverProcessor, load_processor
 from pipeline.model.vectors import MultiVector
 

@@ -6,13 +6,11 @@ They are plain VLM checkpoints, loaded through the same from_pretrained path as 
 from __future__ import annotations
 
 import itertools
-import logging
 import string
 from pathlib import Path
 
 import torch
 
-from pipeline.cli import Command, flag, parse_cli
 
 QWEN_SPECIALS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -211,25 +209,3 @@ def build_random_checkpoint(
     tokenizer.save_pretrained(out)
     image_processor.save_pretrained(out)
     return out
-
-
-CLI = Command("python -m pipeline.model.tiny", "Write a tiny random Qwen2-VL with the synthetic code vocabulary.",
-              flags=(flag("--out", key="model.name_or_path", metavar="DIR"),), sections=("synth",))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m pipeline.model.tiny [--config FILE] [--out DIR]`: write the tiny Qwen2-VL to model.name_or_path,
-    with the synthetic corpus's code vocabulary (synth.*) as single tokens."""
-    from data_prep.synth import code_vocab
-    from pipeline.logs import setup_logging
-
-    cfg = parse_cli(CLI, argv)
-    setup_logging()
-    words = code_vocab(cfg.synth.vocab_size, cfg.synth.code_len, cfg.synth.vocab_seed)
-    out = build_tiny_qwen2vl(cfg.model.name_or_path, words=words, vocab_size=max(2048, 2 * len(words) + 1800),
-                             seed=cfg.train.seed)
-    logging.getLogger(__name__).info("tiny Qwen2-VL written to %s (%d code words)", out, len(words))
-
-
-if __name__ == "__main__":
-    main()

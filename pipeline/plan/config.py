@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pydantic import Field
 
-from pipeline.config import Config
+from pipeline.cli import RunConfig
 from pipeline.configlib import PosFloat, PosInt, Section
 
 H100_BF16_TFLOPS = 989.0  # H100 SXM dense bf16 spec; ENVIRONMENT.md measured ~790 for matmuls
 
 
-@dataclass(kw_only=True)
 class PlanConfig(Section):
     """The cluster the plan sizes the run for."""
 
@@ -24,8 +23,7 @@ class PlanConfig(Section):
     """Dense bf16 peak of one GPU for MFU (TFLOP/s; default: the H100 SXM spec)."""
 
 
-@dataclass(kw_only=True)
-class PlanRunConfig(Config):
+class PlanRunConfig(RunConfig):
     """The pipeline's tree plus the cluster the plan sizes it for."""
 
-    plan: PlanConfig = field(default_factory=PlanConfig)
+    plan: PlanConfig = Field(default_factory=PlanConfig)

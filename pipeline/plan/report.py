@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from pipeline.config import Config
+from pipeline.cli import RunConfig
 from pipeline.plan import flops as fl
 from pipeline.plan.config import H100_BF16_TFLOPS
 from pipeline.plan.memory import RUNTIME_GIB, Zero, cpu_offload_bytes, gpu_memory
@@ -34,14 +34,14 @@ def dtype_bytes(dtype: str) -> int:
     return 4 if dtype in ("float32", "fp32") else 2
 
 
-def budgets_of(cfg: Config, exits: list[int]) -> list:
+def budgets_of(cfg: RunConfig, exits: list[int]) -> list:
     from pipeline.model.budgets import budget_grid
     from pipeline.train.loss import select_budgets
 
     return select_budgets(budget_grid(exits, cfg.model.widths, cfg.model.pools), cfg.loss, 0)
 
 
-def make_plan(cfg: Config, cluster: Cluster) -> dict:
+def make_plan(cfg: RunConfig, cluster: Cluster) -> dict:
     """Everything the plan reports, as plain numbers (GiB, FLOPs, seconds)."""
     zero = Zero.from_file(cfg.train.deepspeed_config)
     shape = model_shape(cfg.model, zero.persistence if zero.stage >= 3 else 0)
@@ -77,7 +77,7 @@ def make_plan(cfg: Config, cluster: Cluster) -> dict:
     }
 
 
-def advice(plan: dict, cfg: Config, cluster: Cluster) -> str:
+def advice(plan: dict, cfg: RunConfig, cluster: Cluster) -> str:
     """One line: why the config does not fit and what to change."""
     mem = plan["gpu_memory_gib"]
     terms = {k: v for k, v in mem.items() if k in ("params", "params_gathered", "grads", "optimizer", "activations",
@@ -87,7 +87,7 @@ def advice(plan: dict, cfg: Config, cluster: Cluster) -> str:
             f"({terms[worst]:.1f} GiB)")
     if worst == "activations":
         fitting = _chunk_that_fits(plan, cfg, cluster)
-        fix = [f"data.chunk_size={fitting}" if fitting else "data.chunk_size=1 (still too large)"]
+        fix = [f"train.chunk_size={fitting}" if fitting else "train.chunk_size=1 (still too large)"]
         if not cfg.train.grad_cache:  # without the cache the whole local batch is one graph
             fix[0] = "train.grad_cache=true with " + fix[0]
         if not cfg.model.gradient_checkpointing:
@@ -105,7 +105,7 @@ def advice(plan: dict, cfg: Config, cluster: Cluster) -> str:
     return head + ": try " + ", or ".join(fix)
 
 
-def _chunk_that_fits(plan: dict, cfg: Config, cluster: Cluster) -> int | None:
+def _chunk_that_fits(plan: dict, cfg: RunConfig, cluster: Cluster) -> int | None:
     """The largest gradient-cache chunk below the configured one at which the whole step fits, or None."""
     from pipeline.plan.activations import chunk_bytes
     from pipeline.plan.workload import Workload

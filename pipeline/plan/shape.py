@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.config import ModelConfig
+from pipeline.model.config import ModelConfig
 
 
 @dataclass

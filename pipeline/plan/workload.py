@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.config import Config
+from pipeline.cli import RunConfig
 from pipeline.plan.shape import ModelShape
 
 QWEN_DEFAULT_MAX_PIXELS = 12_845_056  # Qwen2-VL image processor's default when model.max_pixels is unset
@@ -31,7 +31,7 @@ class Workload:
         return self.global_batch * (self.page_seq + self.query_seq)
 
 
-def page_tokens(cfg: Config, shape: ModelShape) -> tuple[int, int]:
+def page_tokens(cfg: RunConfig, shape: ModelShape) -> tuple[int, int]:
     """(image tokens, vision positions) of the largest page: Qwen2-VL at the smaller of model.max_pixels and
     render.max_pixels; PaliGemma at its fixed image size."""
     t = shape.tower
@@ -43,7 +43,7 @@ def page_tokens(cfg: Config, shape: ModelShape) -> tuple[int, int]:
     return tokens, tokens * t.merge**2
 
 
-def make_workload(cfg: Config, shape: ModelShape, world: int, grad_cache: bool | None = None) -> Workload:
+def make_workload(cfg: RunConfig, shape: ModelShape, world: int, grad_cache: bool | None = None) -> Workload:
     """The step of `cfg` on `world` ranks; raises ValueError when the global batch does not split evenly."""
     if cfg.data.global_batch % world:
         raise ValueError(f"data.global_batch {cfg.data.global_batch} is not a multiple of {world} GPUs")
@@ -51,5 +51,5 @@ def make_workload(cfg: Config, shape: ModelShape, world: int, grad_cache: bool |
     use_cache = cfg.train.grad_cache if grad_cache is None else grad_cache
     tokens, patches = page_tokens(cfg, shape)
     q = cfg.model.max_query_tokens
-    return Workload(world, cfg.data.global_batch, local, min(cfg.data.chunk_size, local) if use_cache else local,
+    return Workload(world, cfg.data.global_batch, local, min(cfg.train.chunk_size, local) if use_cache else local,
                     tokens, patches, tokens + PROMPT_TOKENS, q, q + QUERY_EXTRA_TOKENS)

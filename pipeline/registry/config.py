@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pipeline.configlib import NonNegFloat, PosFloat, PosInt, Section
 
 
-@dataclass(kw_only=True)
 class PromoteConfig(Section):
     """Gated alias promotion (pipeline/promote.py)."""
 

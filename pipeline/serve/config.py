@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pydantic import model_validator
 
 from pipeline.configlib import FieldError, Port, PosFloat, PosInt, Section
 
 
-@dataclass(kw_only=True)
 class ServeConfig(Section):
     """Serving a registered variant: the pyfunc over HTTP, and an on-disk index with top-k search (pipeline/serve)."""
 
@@ -23,7 +22,7 @@ class ServeConfig(Section):
     """The manifest split to index."""
     batch_size: PosInt = 16
     """Pages encoded at once while indexing."""
-    queries: list[str] = field(default_factory=list)
+    queries: list[str] = []
     """Query texts for `serve search`."""
     k: PosInt = 5
     """Results per query."""
@@ -36,6 +35,8 @@ class ServeConfig(Section):
     max_rows: PosInt = 64
     """Most rows (queries + pages) in one request (more: 413)."""
 
-    def check(self) -> None:
+    @model_validator(mode="after")
+    def check(self):
         if not self.host:
             raise FieldError("host", "must not be empty")
+        return self

@@ -42,9 +42,18 @@ def launch_problem(cfg: Config, world_size: int) -> str | None:
     return None
 
 
+def learning_curve(cfg: Config):
+    """retriever -> the function training calls every train.eval_every steps (evaluation's Curve)."""
+    from pipeline.evaluate.curve import Curve
+    from pipeline.layout.run import StagePaths
+
+    shards = StagePaths.from_config(cfg).eval_shards
+    return lambda retriever: Curve(cfg.train.curve_budgets, cfg.model, cfg.eval, shards, retriever)
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_cli(CLI, argv)
-    from pipeline.train.ranks import env_from
+    from pipeline.ranks import env_from
 
     problem = launch_problem(cfg, env_from().world_size)
     if problem:
@@ -61,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.train.tracking import fail_active_run
 
     try:
-        return train(cfg)
+        return train(cfg, learning_curve(cfg))
     except DirectoryInUse as e:  # another job trains into this directory: touch nothing
         if dist.is_rank0():
             log.error("%s", e)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import re
+from typing import Literal, Protocol
 
-from dataclasses import dataclass, field
-from typing import Literal
+from pydantic import model_validator
 
 from pipeline.configlib import FieldError, NonNegFloat, NonNegInt, PosFloat, PosInt, Section
-from pipeline.model.config import PRECISIONS
+from pipeline.data.config import DataConfig
+from pipeline.model.config import BudgetField, ModelConfig
 
 # Database stores whose runs would otherwise put artifacts under the current directory (./mlruns).
 _DB_SCHEMES = ("postgresql", "mysql", "mssql", "oracle")
 
 
-@dataclass(kw_only=True)
 class LossConfig(Section):
     """The width x depth x count Matryoshka objective (pipeline/train/loss.py)."""
 
@@ -27,8 +26,8 @@ class LossConfig(Section):
     sample_k: NonNegInt = 0
     """grid/2d: 0 trains every budget each step, k the full budget plus k sampled ones; diagonal: k budgets off the
     diagonal sampled in addition. Draws are the same on every rank."""
-    only: list[PosInt] | None = None
-    """[layers, dim, pool] of the budget trained alone when budgets is only."""
+    only: BudgetField | None = None
+    """The budget trained alone when budgets is only, e.g. L2-d32-p2 (fp16: see qat for quantised pages)."""
     distill_ramp_steps: NonNegInt = 0
     """distill_weight rises linearly from 0 over this many steps (0: the full weight from step 0)."""
     full_weight: NonNegFloat = 1.0
@@ -47,16 +46,17 @@ class LossConfig(Section):
     """Quantisation-aware training: every budget trained at a step except the full one is also trained with its page
     vectors at this precision (straight-through: quantised forward, identity gradient), at small_weight."""
 
-    def check(self) -> None:
+    @model_validator(mode="after")
+    def check(self):
         if self.full_weight == 0 and self.small_weight == 0 and self.distill_weight == 0:
             raise FieldError("full_weight", "full_weight, small_weight and distill_weight are all 0: nothing to train")
         if (self.budgets == "only") != (self.only is not None):
-            raise FieldError("only", "set it ([layers, dim, pool]) exactly when budgets is only")
-        if self.only is not None and len(self.only) != 3:
-            raise FieldError("only", f"{self.only} is not [layers, dim, pool]")
+            raise FieldError("only", "set it (a budget like L2-d32-p2) exactly when budgets is only")
+        if self.only is not None and self.only.precision != "fp16":
+            raise FieldError("only", f"{self.only} is stored at {self.only.precision}: train fp16 (see loss.qat)")
+        return self
 
 
-@dataclass(kw_only=True)
 class TrainConfig(Section):
     """The training loop (pipeline/train)."""
 
@@ -78,6 +78,8 @@ class TrainConfig(Section):
     """DeepSpeed JSON; its "auto" fields are filled from this config."""
     grad_cache: bool = True
     """Gradient cache over chunks (memory flat in the batch size); false: one plain forward per step."""
+    chunk_size: PosInt = 4
+    """Pairs per gradient-cache chunk on one rank."""
     seed: int = 0
     """Seed of the model's random state (per rank: seed + rank)."""
     checkpoint_every: PosInt = 50
@@ -91,18 +93,10 @@ class TrainConfig(Section):
     eval_every: NonNegInt = 0
     """Steps between in-training evaluations of nDCG@5 at curve_budgets on the eval section's set (the learning
     curve, to MLflow and metrics.jsonl; every rank encodes, rank 0 logs); 0: none."""
-    curve_budgets: list[str] = field(default_factory=lambda: ["full"])
-    """Budgets of the learning curve: full (the full budget) or names like L2-d32-p2 or L2-d32-p2-bin."""
-
-    def check(self) -> None:
-        budget = r"L\d+-d\d+-p\d+(-(" + "|".join(PRECISIONS) + "))?"
-        bad = [n for n in self.curve_budgets if n != "full" and not re.fullmatch(budget, n)]
-        if bad:
-            raise FieldError("curve_budgets", f"{bad[0]!r} is neither full nor a budget like L2-d32-p2 or "
-                                              "L2-d32-p2-bin")
+    curve_budgets: list[BudgetField] = ["full"]
+    """Budgets of the learning curve: full (the full budget) or budgets like L2-d32-p2 or L2-d32-p2-bin."""
 
 
-@dataclass(kw_only=True)
 class TrackingConfig(Section):
     """MLflow tracking and registry."""
 
@@ -119,7 +113,8 @@ class TrackingConfig(Section):
     system_metrics: bool = True
     """Log CPU/GPU/memory metrics with the training run."""
 
-    def check(self) -> None:
+    @model_validator(mode="after")
+    def check(self):
         for name in ("tracking_uri", "experiment", "registered_model"):
             if not getattr(self, name):
                 raise FieldError(name, "must not be empty")
@@ -127,3 +122,14 @@ class TrackingConfig(Section):
         if scheme in _DB_SCHEMES and not self.artifact_location:
             raise FieldError("artifact_location", f"a {scheme} store needs it (else artifacts land in the current "
                                                   "directory)")
+        return self
+
+
+class TrainingTree(Protocol):
+    """The sections training reads, in any tree that holds them (pipeline.config.Config, a run's whole YAML)."""
+
+    model: ModelConfig
+    loss: LossConfig
+    data: DataConfig
+    train: TrainConfig
+    tracking: TrackingConfig

@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 
-from pipeline.train.ranks import DistEnv, env_from  # noqa: F401  (dist.env_from: the launcher's ranks)
+from pipeline.ranks import DistEnv, env_from  # noqa: F401  (dist.env_from: the launcher's ranks)
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from pipeline.config import Config
+from pipeline.train.config import TrainingTree
 from pipeline.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def precision(dtype: str) -> str:
     raise ValueError(f"model.dtype {dtype!r}: training supports auto, bfloat16 or float32")
 
 
-def run_values(cfg: Config, world_size: int) -> dict[str, Any]:
+def run_values(cfg: TrainingTree, world_size: int) -> dict[str, Any]:
     """The DeepSpeed keys that the run config owns, as dotted paths -> values."""
     if cfg.data.global_batch % world_size:
         raise ValueError(f"data.global_batch {cfg.data.global_batch} is not a multiple of {world_size} ranks")
@@ -48,7 +48,7 @@ def _walk(tree: dict, prefix: str = ""):
             yield key, v
 
 
-def fill_auto(ds: dict, cfg: Config, world_size: int) -> dict:
+def fill_auto(ds: dict, cfg: TrainingTree, world_size: int) -> dict:
     """A copy of DeepSpeed config `ds` with every "auto" replaced from the run config.
 
     A key the run config owns that holds a value other than "auto" must equal the run's value; an "auto" the
@@ -73,7 +73,7 @@ def fill_auto(ds: dict, cfg: Config, world_size: int) -> dict:
     return out
 
 
-def load_ds_config(cfg: Config, world_size: int) -> dict:
+def load_ds_config(cfg: TrainingTree, world_size: int) -> dict:
     """Read `train.deepspeed_config` and fill it for this run."""
     return fill_auto(json.loads(Path(cfg.train.deepspeed_config).read_text()), cfg, world_size)
 
@@ -107,7 +107,7 @@ def clear_stale_grads(engine: Any) -> None:
                 flat.grad.zero_()
 
 
-def build_engine(model: torch.nn.Module, cfg: Config, world_size: int) -> tuple[Any, dict]:
+def build_engine(model: torch.nn.Module, cfg: TrainingTree, world_size: int) -> tuple[Any, dict]:
     """Wrap `model` in a DeepSpeed engine with our optimizer and schedule; returns (engine, filled DS config)."""
     import deepspeed  # training only: evaluation, export and serving never import DeepSpeed
 

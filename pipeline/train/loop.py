@@ -1,5 +1,8 @@
 """The training loop: build_* set-up functions, then `train()` - steps, logging, checkpoints, preemption, export.
 
+A learning curve comes from the caller (the entry point knows evaluation): `measure_for(retriever)` returns the
+function that scores the current weights every train.eval_every steps.
+
 On SIGTERM or SIGUSR1 the handler only sets a flag; at the next step boundary every rank agrees, saves a
 checkpoint and `train()` returns EXIT_PREEMPTED (143). Rerunning the same command resumes from the latest
 checkpoint: same batches, same MLflow run.
@@ -13,12 +16,11 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
 
-from pipeline.config import Config
 from pipeline.data.batch import Collate
 from pipeline.data.stream import TrainStream, make_loader
 from pipeline.layout.lock import DirectoryInUse, DirLock, claim
@@ -26,20 +28,21 @@ from pipeline.layout.run import RunPaths
 from pipeline.layout.shards import split_shards
 from pipeline.train import dist
 from pipeline.train.checkpoint import Checkpointer, CheckpointError
-from pipeline.train.curve import Curve
+from pipeline.train.config import TrainingTree
 from pipeline.train.engine import build_engine
 from pipeline.train.step import Encoder, StepContext, StepOutput, train_step
 from pipeline.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
 EXIT_PREEMPTED = 143  # checkpoint saved after SIGTERM/SIGUSR1; rerun the same command to resume
+Measure = Callable[[Any], dict[str, float]]  # retriever -> {metric: value} of its current weights (rank 0 logs)
 
 
 @dataclass
 class Run:
     """The live objects of one training (not config: built by build_run)."""
 
-    cfg: Config
+    cfg: TrainingTree
     engine: Any
     retriever: Any
     stream: TrainStream
@@ -47,14 +50,14 @@ class Run:
     checkpointer: Checkpointer
     tracker: Tracker
     lock: DirLock  # the output directory's, held by rank 0 for the whole run
-    curve: Curve | None = None
+    measure: Measure | None = None
     step: int = 0
     skipped: int = 0
     bad_samples: int = 0  # unreadable samples skipped (data.skip_bad_samples): at indexing, then in batches
     stop: dict = field(default_factory=lambda: {"signal": None})
 
 
-def build_model(cfg: Config) -> torch.nn.Module:
+def build_model(cfg: TrainingTree) -> torch.nn.Module:
     """The Retriever named by `cfg.model` (LoRA, quantisation, attention and gradient checkpointing per the model
     config: pipeline.model applies them)."""
     from pipeline.model.retriever import Retriever
@@ -62,7 +65,7 @@ def build_model(cfg: Config) -> torch.nn.Module:
     return Retriever.from_pretrained(cfg.model.name_or_path, cfg.model)
 
 
-def build_stream(cfg: Config, processor: Any = None) -> TrainStream:
+def build_stream(cfg: TrainingTree, processor: Any = None) -> TrainStream:
     """This rank's share of the training stream (shards verified first), with the model's processor as the
     collate (set later when the model is not built yet)."""
     shards = split_shards(cfg.data.shards, cfg.data.split)
@@ -71,7 +74,7 @@ def build_stream(cfg: Config, processor: Any = None) -> TrainStream:
                        skip_bad=cfg.data.skip_bad_samples)
 
 
-def build_step_context(cfg: Config, engine: Any, retriever: Any) -> StepContext:
+def build_step_context(cfg: TrainingTree, engine: Any, retriever: Any) -> StepContext:
     from pipeline.model.budgets import budget_grid
     from pipeline.train.loss import matryoshka_loss, select_budgets
 
@@ -80,7 +83,7 @@ def build_step_context(cfg: Config, engine: Any, retriever: Any) -> StepContext:
     def loss_fn(q, p, budgets, labels, step):
         return matryoshka_loss(q, p, budgets, cfg.loss, labels=labels, step=step)
 
-    return StepContext(engine, loss_fn, lambda step: select_budgets(grid, cfg.loss, step), cfg.data.chunk_size,
+    return StepContext(engine, loss_fn, lambda step: select_budgets(grid, cfg.loss, step), cfg.train.chunk_size,
                        grad_cache=cfg.train.grad_cache)
 
 
@@ -117,10 +120,11 @@ def check_resumable(checkpointer: Checkpointer, path: Path, stream: TrainStream)
                               "into a new train.output_dir")
 
 
-def build_run(cfg: Config) -> Run:
+def build_run(cfg: TrainingTree, measure_for: Callable[[Any], Measure] | None = None) -> Run:
     """Process group, output-directory lock, model, engine, stream, resume from the latest checkpoint, tracker,
-    signal handlers. Refusals (directory in use, nothing trustworthy or compatible to resume, bad data) come
-    before the model loads and before MLflow is touched."""
+    the learning curve's measure (set up before training starts, so a bad eval set fails first), signal handlers.
+    Refusals (directory in use, nothing trustworthy or compatible to resume, bad data) come before the model
+    loads and before MLflow is touched."""
     dist.init(timeout_s=cfg.train.dist_timeout_s)
     lock = claim_output_dir(cfg.train.output_dir)
     checkpointer = Checkpointer(cfg.train.output_dir, cfg.train.keep_checkpoints)
@@ -130,12 +134,13 @@ def build_run(cfg: Config) -> Run:
         check_resumable(checkpointer, resume, stream)
     torch.manual_seed(cfg.train.seed + dist.rank())
     retriever = build_model(cfg)
-    curve = Curve(cfg, retriever) if cfg.train.eval_every else None
+    measure = measure_for(retriever) if measure_for and cfg.train.eval_every else None
     engine, ds_config = build_engine(Encoder(retriever), cfg, dist.world_size())
     stream.transform = Collate(retriever.processor)
     state = checkpointer.load(engine, resume) if resume is not None else None
     run = Run(cfg, engine, retriever, stream, build_step_context(cfg, engine, retriever), checkpointer,
-              Tracker(cfg, ds_config, cfg.train.output_dir, resumed_step=state["step"] if state else 0), lock, curve)
+              Tracker(cfg, ds_config, cfg.train.output_dir, resumed_step=state["step"] if state else 0), lock,
+              measure)
     run.bad_samples = stream.bad_at_index
     if state is not None:
         stream.load_state_dict(state["stream"])
@@ -185,10 +190,10 @@ def export_final(run: Run) -> Path:
     return out
 
 
-def train(cfg: Config) -> int:
-    """Train to `cfg.train.steps` (resuming if a checkpoint exists) holding the output directory's lock; returns
-    the process exit code."""
-    run = build_run(cfg)
+def train(cfg: TrainingTree, measure_for: Callable[[Any], Measure] | None = None) -> int:
+    """Train to `cfg.train.steps` (resuming if a checkpoint exists) holding the output directory's lock, measuring
+    `measure_for(retriever)` every train.eval_every steps; returns the process exit code."""
+    run = build_run(cfg, measure_for)
     with run.lock:
         return run_steps(run)
 
@@ -216,9 +221,9 @@ def run_steps(run: Run) -> int:
             log_step(run, out, lr, time.perf_counter() - tick, since)
             bar.set_postfix(loss=f"{float(out.loss):.4f}")
             tick, since = time.perf_counter(), 0
-        if run.curve and (run.step % cfg.train.eval_every == 0 or run.step == cfg.train.steps):
+        if run.measure and (run.step % cfg.train.eval_every == 0 or run.step == cfg.train.steps):
             began = time.perf_counter()
-            record(run, run.curve.measure(run.retriever))
+            record(run, run.measure(run.retriever))
             tick += time.perf_counter() - began  # samples_per_s counts training time only
         stopping = out.stop
         if stopping or run.step % cfg.train.checkpoint_every == 0 or run.step == cfg.train.steps:

@@ -10,8 +10,9 @@ import random
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import LossConfig
-from pipeline.model.budgets import Budget, apply_budget, full_budget
+from pipeline.train.config import LossConfig
+from pipeline.model.budgets import Budget, full_budget, resolve_in
+from pipeline.model.pooling import apply_budget
 from pipeline.model.maxsim import maxsim
 from pipeline.model.precision import fake_quantize
 from pipeline.model.vectors import MultiVector
@@ -44,9 +45,9 @@ def select_budgets(grid: list[Budget], cfg: LossConfig, step: int) -> list[Budge
     """
     full = full_budget(grid)
     if cfg.budgets == "only":
-        only = Budget(*cfg.only)
+        only = resolve_in(cfg.only, grid)
         if only not in grid:
-            raise ValueError(f"loss.only {list(cfg.only)} is not in the budget grid (exits "
+            raise ValueError(f"loss.only {only} is not in the budget grid (exits "
                              f"{sorted({b.layers for b in grid})}, model.widths, model.pools)")
         return _with_qat([only], full, cfg)
     fixed = diagonal(grid) if cfg.budgets == "diagonal" else [full]

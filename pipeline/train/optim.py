@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from pipeline.config import TrainConfig
+from pipeline.train.config import TrainConfig
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -17,10 +17,11 @@ import re
 import sys
 from pathlib import Path
 
-from pipeline.config import Config, flatten, save_config, to_dict
+from pipeline.configlib import flatten, save_config, to_dict
 from pipeline.layout.run import RunPaths
 from pipeline.tracking_store import ensure_experiment, prepare_uri
 from pipeline.train import dist
+from pipeline.train.config import TrainingTree
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def _param_value(v) -> str:
     return text[:6000]
 
 
-def config_params(cfg: Config) -> dict[str, str]:
+def config_params(cfg: TrainingTree) -> dict[str, str]:
     """The config as MLflow params: dotted keys, text values."""
     return {_param_key(k): _param_value(v) for k, v in flatten(to_dict(cfg)).items()}
 
@@ -54,7 +55,7 @@ def fail_active_run(exc: BaseException | None = None) -> None:
 class Tracker:
     """Log params, artifacts and metrics of one training to MLflow (a no-op on ranks other than 0)."""
 
-    def __init__(self, cfg: Config, ds_config: dict, output_dir: str | Path, resumed_step: int = 0):
+    def __init__(self, cfg: TrainingTree, ds_config: dict, output_dir: str | Path, resumed_step: int = 0):
         self.active = dist.is_rank0()
         self.output_dir = Path(output_dir)
         self.paths = RunPaths(self.output_dir)

@@ -39,3 +39,35 @@ def test_goals_miss_on_retention_or_bytes():
     fat = {**BYTES, "L2-d32-p2-bin": 17}  # more than 1/16 of the fp16 bytes
     result = summary({"joint": runs(sizes=fat)}, "abc")
     assert not goals(result)["joint:L2-d32-p2-bin_keeps_95.0%"]
+
+
+def test_no_retention_where_fp16_scores_zero():
+    dead = {**VALUES, "L4-d32-p2": [0.0, 0.6]}  # one seed found nothing at fp16: the ratio is undefined
+    result = summary({"joint": runs(dead)}, "abc")
+    assert "L4-d32-p2-bin" not in result["retention"]["joint"] and "L4-d32-p2-int8" not in result["retention"]["joint"]
+    assert "L2-d32-p2-bin" in result["retention"]["joint"] and result["recipes"]["joint"]["L4-d32-p2-bin"]["seeds"] == 2
+    assert "| L4-d32-p2 | 256 | 0.300 ± 0.424 | 136 |" in markdown(result)
+
+
+def test_main_summarises_the_test_results_of_the_recipe_chosen_on_validation(tmp_path):
+    from benchmarks.precision_quality import main
+
+    def write(recipe: str, seed: int, val: float, test: float) -> None:
+        d = tmp_path / "runs" / f"{recipe}-s{seed}"
+        for split, base in (("validation", val), ("test", test)):
+            rows = [{"budget": b, "ndcg_at_5": base * v[0], "bytes_per_page": BYTES[b]} for b, v in VALUES.items()]
+            (d / f"eval-{split}").mkdir(parents=True)
+            (d / f"eval-{split}" / "results.json").write_text(json.dumps({"rows": rows}))
+        (d / "wall.json").write_text(json.dumps({"train_s": 1, "eval_validation_s": 1, "eval_test_s": 1}))
+
+    args = [f"experiment.out_dir={tmp_path}", f"experiment.precision_results={tmp_path / 'p.json'}",
+            "experiment.seeds=[0, 1]"]
+    write("distill+lr6e-4", 0, 0.5, 1.0)
+    assert main(args) == 1  # the other candidate has not finished: no choice, nothing to summarise
+    write("distill+lr3e-4", 0, 0.6, 0.5)  # better on validation, worse on test
+    write("distill+lr3e-4", 1, 0.6, 0.5)
+    assert main(args) == 0
+    got = json.loads((tmp_path / "p.json").read_text())
+    assert got["roles"] == {"default": "distill+lr3e-4"} and got["split"] == "test" and got["page_size"] == 224
+    assert got["recipes"]["default"]["L2-d32-p2"] == {"mean": pytest.approx(0.4), "std": 0.0, "seeds": 2}
+    assert got["retention"]["default"]["L2-d32-p2-bin"]["mean"] == pytest.approx(0.76 / 0.80)

@@ -9,8 +9,8 @@ from data_prep.shards import verify
 from pipeline.data.stream import TrainStream, make_loader
 from pipeline.evaluate.data import ShardEvalSet
 from pipeline.layout.shards import ShardError, build_manifest, one_line, split_shards, write_manifest, write_shard
-from tests.data.corrupt import change_query_letters, edit_manifest, first_key, flip_image_bytes
-from tests.data.synthetic import write_shards
+from tests.helpers.corrupt import change_query_letters, edit_manifest, first_key, flip_image_bytes
+from tests.helpers.shards import write_shards
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from PIL import Image
 from reportlab.pdfgen import canvas
 
 from data_prep import pages, shards, sources
-from pipeline.config import RenderConfig
+from data_prep.config import RenderConfig
 
 
 def _letter_pdf(path: Path) -> Path:

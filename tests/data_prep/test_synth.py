@@ -9,7 +9,7 @@ import pypdfium2 as pdfium
 import pytest
 
 from data_prep.synth import code_vocab, synthesize
-from pipeline.config import SynthConfig
+from data_prep.config import SynthConfig
 
 
 def page_words(pdf_path: Path) -> list[set[str]]:

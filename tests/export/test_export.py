@@ -16,16 +16,15 @@ from pipeline.export.variants import weights_bytes
 from pipeline.model.backbone import language_model
 from pipeline.model.budgets import Budget
 from pipeline.model.retriever import Retriever
-from tests.export.chain import EXPORT_BUDGETS, exported, trained
+from tests.helpers.chain import RESOLVED
 
 ROOT = Path(__file__).resolve().parents[2]
 QUERIES = ["ABC", "find the code XYZ"]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_qwen2vl_dir):
-    model_dir, shards = trained(tmp_path_factory, tiny_qwen2vl_dir)
-    return model_dir, shards, exported(tmp_path_factory, tiny_qwen2vl_dir)
+def setup(chain):
+    return chain.model_dir, chain.shards, chain.exported()
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def test_variant_in_new_process_equals_full_model_at_budget(setup, page_dir, tmp
     full = Retriever.from_pretrained(model_dir).eval()
     images = [Image.open(p).convert("RGB") for p in sorted(page_dir.glob("*.png"))]
     dirs = [str(path) for path, _ in variants.values()]
-    subprocess.run([sys.executable, str(ROOT / "tests/export/_load_variant.py"), str(page_dir), str(tmp_path), *dirs],
+    subprocess.run([sys.executable, str(ROOT / "tests/helpers/load_variant_worker.py"), str(page_dir), str(tmp_path), *dirs],
                    check=True, cwd=ROOT, timeout=300)
     for name, (path, card) in variants.items():
         budget = Budget(**card["budget"])
@@ -88,12 +87,11 @@ def test_cards_carry_budget_and_measured_quality(setup):
     model_dir, shards, variants = setup
     fp = ShardEvalSet(shards, "train").fingerprint
     for name, (path, card) in variants.items():
-        spec = EXPORT_BUDGETS[name]
-        layers, precision = spec[0] or 4, (spec[3:] or ["fp16"])[0]
-        assert card["budget"] == {"layers": layers, "dim": spec[1], "pool": spec[2], "precision": precision}
+        layers, dim, pool, precision = RESOLVED[name]
+        assert card["budget"] == {"layers": layers, "dim": dim, "pool": pool, "precision": precision}
         # 112 x 112 pages: a 4 x 4 grid -> ceil(4/p)^2 vectors x (dim x 2 bytes at fp16 | dim / 8 bytes as bits).
-        per_vector = spec[1] * 2 if precision == "fp16" else spec[1] // 8
-        assert card["bytes_per_page"] == (-(-4 // spec[2])) ** 2 * per_vector
+        per_vector = dim * 2 if precision == "fp16" else dim // 8
+        assert card["bytes_per_page"] == (-(-4 // pool)) ** 2 * per_vector
         assert card["eval_fingerprint"] == fp and 0.0 <= card["ndcg_at_5"] <= 1.0
         assert card["metrics"]["ndcg_at_5"] == card["ndcg_at_5"]
         on_disk = json.loads((path / "card.json").read_text())

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CODE = sorted(p for d in ("pipeline", "data_prep") for p in (ROOT / d).rglob("*.py"))
+CODE = sorted(p for d in ("pipeline", "data_prep", "demo") for p in (ROOT / d).rglob("*.py"))
 LAYOUT_NAMES = {"run.json", "results.json", "card.json", "manifest.json", "metrics.jsonl", "rejects.jsonl", "final",
                 "checkpoints", "variants", "manifest.partial.json"}
 
@@ -52,5 +52,5 @@ def test_export_library_imports_neither_the_evaluate_entry_point_nor_the_registr
 
 
 def test_demo_takes_generic_process_helpers_from_pipeline_procs():
-    imported = _imports(dict(_trees())["pipeline/demo.py"])
+    imported = _imports(dict(_trees())["demo/__main__.py"])
     assert "pipeline.procs.free_port" in imported and "data_prep.ray_head.free_port" not in imported

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from pipeline.model import pooling
-from pipeline.model.budgets import Budget, apply_budget, budget_grid, full_budget
-from pipeline.model.pooling import max_cells, normalize, pool_grid
+from pipeline.model.budgets import POOL_NAMES, Budget, budget_grid, full_budget, resolve_in
+from pipeline.model.pooling import apply_budget, max_cells, normalize, pool_grid
 from pipeline.model.vectors import MultiVector
-from tests.model.reference import ref_page, ref_pool
+from tests.helpers.reference import ref_page, ref_pool
 
 GRIDS = [(4, 4), (3, 5), (1, 7), (5, 2)]  # divisible and ragged in both directions
 
@@ -88,3 +88,38 @@ def test_widths_are_nested_and_queries_never_pooled():
     torch.testing.assert_close(norms.vectors[norms.mask].norm(dim=-1), torch.ones(int(norms.mask.sum()), dtype=torch.float64))
     with pytest.raises(ValueError):
         apply_budget(mv, 64, 1)
+
+
+SPELLINGS = [  # text -> (layers, dim, pool, precision); None: left open (the deepest exit, the full width)
+    ("L2-d32-p2", (2, 32, 2, "fp16")), ("L2-d32-p2-bin", (2, 32, 2, "bin")), ("L4-d128-p1-int8", (4, 128, 1, "int8")),
+    ("d32-p2", (None, 32, 2, "fp16")), ("L3-p4", (3, None, 4, "fp16")), ("full", (None, None, 1, "fp16")),
+    ("full-bin", (None, None, 1, "bin")), ("d16-p4-int8", (None, 16, 4, "int8")),
+]
+
+
+@pytest.mark.parametrize("text,fields", SPELLINGS, ids=[s for s, _ in SPELLINGS])
+def test_one_spelling_parses_and_prints_back(text, fields):
+    b = Budget.parse(text)
+    assert (b.layers, b.dim, b.pool, b.precision) == fields and str(b) == text
+
+
+def test_open_axes_resolve_to_the_deepest_exit_and_full_width():
+    assert Budget.parse("full").resolve([1, 2, 4], 128) == Budget(4, 128, 1)
+    assert Budget.parse("d32-p2-bin").resolve([1, 2, 4], 128) == Budget(4, 32, 2, "bin")
+    assert Budget.parse("L1-d16-p4").resolve([1, 2, 4], 128) == Budget(1, 16, 4)  # nothing open: unchanged
+    grid = budget_grid([2, 4], [64, 32], [1, 2])
+    assert resolve_in(Budget.parse("full"), grid) == full_budget(grid) == Budget(4, 64, 1)
+
+
+@pytest.mark.parametrize("bad", ["", "L2", "p", "p2x", "L2-d32-p2-p2", "d32-L2-p2", "2-32-2", "L2-d32-p-1", "fulls"])
+def test_malformed_budgets_are_refused(bad):
+    with pytest.raises(ValueError, match="not a budget"):
+        Budget.parse(bad)
+
+
+def test_a_named_pool_level_is_one_table_entry(monkeypatch):
+    monkeypatch.setitem(POOL_NAMES, 0, "page")  # e.g. one vector per page, the coarsest level of the count axis
+    b = Budget.parse("L2-d32-page-bin")
+    assert (b.layers, b.dim, b.pool, b.precision) == (2, 32, 0, "bin") and str(b) == "L2-d32-page-bin"
+    with pytest.raises(ValueError, match="must be >= 1"):
+        Budget(2, 32, -1)

@@ -11,7 +11,7 @@ import pytest
 from pipeline.model import backbone as bb
 from pipeline.model.budgets import Budget
 from pipeline.model.retriever import Retriever
-from tests.model.concurrent import differing, distinct_inputs, hammer, same_tensors
+from tests.helpers.concurrent import differing, distinct_inputs, hammer, same_tensors
 
 
 @pytest.fixture(scope="module")

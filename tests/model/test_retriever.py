@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from pipeline.config import LossConfig, ModelConfig
 from pipeline.model import backbone as bb
-from pipeline.model.budgets import Budget, apply_budget, budget_grid
+from pipeline.model.budgets import Budget, budget_grid
+from pipeline.model.pooling import apply_budget
 from pipeline.model.retriever import Retriever
 from pipeline.train.loss import matryoshka_loss
 

@@ -25,7 +25,7 @@ def test_tiny_qwen2vl_is_deterministic_and_tokenises_codes(tiny_qwen2vl_dir, tmp
 
 def test_cli_makes_every_synthetic_code_one_token(tmp_path):
     from data_prep.synth import code_vocab
-    from pipeline.model.tiny import main
+    from demo.tiny import main
 
     main(["--out", str(tmp_path / "cli"), "synth.vocab_size=60", "synth.vocab_seed=3"])
     tok = AutoTokenizer.from_pretrained(tmp_path / "cli")

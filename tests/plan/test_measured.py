@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.cli import RunConfig
 from pipeline.config import load_config
 from pipeline.plan.report import Cluster, make_plan
+
+pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
 
 ROOT = Path(__file__).resolve().parents[2]
 HIDDEN, PAGE, CHUNK = 512, 224, 8
@@ -42,8 +45,8 @@ def planned_mib(model_dir: Path, batch: int, grad_cache: bool) -> float:
     """The plan of the benchmark's own settings (benchmarks/grad_cache.py build()) on one CPU rank."""
     cfg = load_config(None, [f"model.name_or_path={model_dir}", "model.dim=32", "model.exits=[2,4]",
                              "model.widths=[32,8]", "model.pools=[1,2]", f"data.global_batch={batch}",
-                             f"data.chunk_size={CHUNK}", f"train.grad_cache={str(grad_cache).lower()}",
-                             "model.dtype=float32", f"model.max_pixels={PAGE * PAGE}"])
+                             f"train.chunk_size={CHUNK}", f"train.grad_cache={str(grad_cache).lower()}",
+                             "model.dtype=float32", f"model.max_pixels={PAGE * PAGE}"], root=RunConfig)
     plan = make_plan(cfg, Cluster(1, 1, 1e9, runtime_gib=0.0))
     return plan["gpu_memory_gib"]["total"] * 1024
 

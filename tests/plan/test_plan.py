@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.cli import RunConfig
 from pipeline.config import LoraConfig, ModelConfig, load_config
 from pipeline.model.architectures import load_architecture, meta_backbone
 from pipeline.plan import flops as fl
@@ -68,7 +69,7 @@ def test_forward_flops_are_twice_the_linear_weights(name):
     """2 FLOPs per weight per token: the decoder's and the tower's Linear/Conv weights read off the meta model."""
     from torch import nn
 
-    cfg = load_config(None, [f"model.name_or_path={name}", "model.max_pixels=1003520"])
+    cfg = load_config(None, [f"model.name_or_path={name}", "model.max_pixels=1003520"], root=RunConfig)
     shape = model_shape(cfg.model)
     w = make_workload(cfg, shape, 1)
     backbone = meta_backbone(load_architecture(name))
@@ -118,14 +119,14 @@ def test_table_names_every_term():
 
 def test_a_config_that_does_not_fit_names_the_term_and_a_fix_that_fits():
     args = ["--config", "configs/colqwen2_2b.yaml", "--nodes", "1", "--gpus-per-node", "8", "--gpu-memory-gib", "24",
-            "model.gradient_checkpointing=false", "data.chunk_size=32"]
+            "model.gradient_checkpointing=false", "train.chunk_size=32"]
     out = plan_cli(*args)
     assert out.returncode == 1
     line = out.stderr.strip().splitlines()[-1]
     assert line.startswith("does not fit:") and "largest term activations" in line
     assert "model.gradient_checkpointing=true" in line
-    chunk = int(line.split("data.chunk_size=")[1].split()[0].rstrip(","))
-    again = plan_cli(*args[:-1], f"data.chunk_size={chunk}", "--json")
+    chunk = int(line.split("train.chunk_size=")[1].split()[0].rstrip(","))
+    again = plan_cli(*args[:-1], f"train.chunk_size={chunk}", "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["fits"]
     full = plan_cli("--config", "configs/colqwen2_2b.yaml", "--nodes", "1", "--gpus-per-node", "1",
                     "--gpu-memory-gib", "40", "model.lora.r=0", "train.deepspeed_config=deepspeed_configs/zero2.json")
@@ -140,6 +141,6 @@ def test_unknown_model_is_one_clear_error():
 
 
 def test_batch_that_does_not_split_is_refused():
-    cfg = load_config("configs/colqwen2_2b.yaml", ["data.global_batch=100"])
+    cfg = load_config("configs/colqwen2_2b.yaml", ["data.global_batch=100"], root=RunConfig)
     with pytest.raises(ValueError, match="not a multiple of 64"):
         make_plan(cfg, Cluster())

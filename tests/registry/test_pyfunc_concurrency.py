@@ -9,15 +9,14 @@ import pandas as pd
 import pytest
 
 from pipeline.registry.pyfunc import encode_image
-from tests.export.chain import NAME, config, registered
-from tests.model.concurrent import differing, distinct_inputs, hammer
+from tests.helpers.chain import NAME
+from tests.helpers.concurrent import differing, distinct_inputs, hammer
 
 
 @pytest.fixture(scope="module")
-def uri(tmp_path_factory, tiny_qwen2vl_dir):
-    cfg = config(tmp_path_factory, tiny_qwen2vl_dir)
-    version = registered(tmp_path_factory, tiny_qwen2vl_dir)["half"]["registered"]["version"]
-    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+def uri(chain):
+    version = chain.registered()["half"]["registered"]["version"]
+    mlflow.set_tracking_uri(chain.config().tracking.tracking_uri)
     return f"models:/{NAME}/{version}"
 
 

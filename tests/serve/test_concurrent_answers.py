@@ -1,29 +1,18 @@
-"""A real `python -m pipeline.serve http` process (free port, stopped by PID) answers concurrent clients from their
-own rows: 8 client threads x 400 requests (queries, pages, both) to `/invocations` get exactly the answers the
-same requests get one at a time. MLflow's scoring app predicts in parallel, so before the retriever's forward lock
-some of these came back HTTP 200 with another client's vectors."""
+"""The suite's model server (a real `python -m pipeline.serve http` process, tests/serve/conftest.py) answers
+concurrent clients from their own rows: 8 client threads x 400 requests (queries, pages, both) to `/invocations`
+get exactly the answers the same requests get one at a time. MLflow's scoring app predicts in parallel, so before
+the retriever's forward lock some of these came back HTTP 200 with another client's vectors."""
 
 import json
-import sys
 import urllib.request
 
 import pytest
+import torch
 
 from pipeline.registry.pyfunc import encode_image
-from tests.export.chain import NAME, config, registered
-from tests.model.concurrent import differing, distinct_inputs, hammer
-from tests.registry.servers import free_port, process
+from tests.helpers.concurrent import differing, distinct_inputs, hammer
 
-
-@pytest.fixture(scope="module")
-def port(tmp_path_factory, tiny_qwen2vl_dir):
-    cfg = config(tmp_path_factory, tiny_qwen2vl_dir)
-    version = registered(tmp_path_factory, tiny_qwen2vl_dir)["half"]["registered"]["version"]
-    port = free_port()
-    cmd = [sys.executable, "-m", "pipeline.serve", "http", "--tracking-uri", cfg.tracking.tracking_uri,
-           "--model-uri", f"models:/{NAME}/{version}", "--port", str(port)]
-    with process(cmd, f"http://127.0.0.1:{port}/ping", tmp_path_factory.mktemp("serve") / "serve.log", timeout=180):
-        yield port
+pytestmark = pytest.mark.xdist_group("model-server")
 
 
 def bodies() -> list[bytes]:
@@ -42,11 +31,14 @@ def post(port: int, body: bytes):
         return r.status, json.loads(r.read())["predictions"]
 
 
-def test_concurrent_clients_get_their_own_answers(port):
+def test_concurrent_clients_get_their_own_answers(model_server):
+    port, retriever = model_server
     distinct = bodies()
     reference = [post(port, b) for b in distinct]
     assert all(status == 200 for status, _ in reference)
     assert len({json.dumps(p[0]["vectors"]) for _, p in reference}) == 40  # every input has its own vectors
+    queries, _ = distinct_inputs()
+    torch.testing.assert_close(torch.tensor(reference[0][1][0]["vectors"]), retriever.embed(queries=queries[:1])[0])
     calls = [distinct[(7 * i) % len(distinct)] for i in range(400)]
     answers = hammer(lambda b: post(port, b), calls, threads=8)
     expected = [reference[(7 * i) % len(distinct)] for i in range(400)]

@@ -9,14 +9,18 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pipeline.procs import free_port
+
+pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = """
 import os, signal, sys, time, torch
 import torch.distributed as d
 from pipeline.train import dist
-from pipeline.train.ranks import DistEnv
+from pipeline.ranks import DistEnv
 rank, world, port, timeout = (int(a) for a in sys.argv[1:5])
 dist.init(DistEnv(rank=rank, world_size=world, master_port=port), timeout_s=timeout)
 print("ready", flush=True)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.cli import RunConfig
 from pipeline.config import load_config
 from pipeline.train.engine import fill_auto, load_ds_config
 
@@ -21,7 +22,7 @@ def _leaves(tree, prefix=""):
 @pytest.mark.parametrize("path", DS, ids=lambda p: p.name)
 @pytest.mark.parametrize("world", [1, 2, 8])
 def test_auto_fields_follow_the_run_config(path, world):
-    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.global_batch=32", "train.grad_clip=0.5"])
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.global_batch=32", "train.grad_clip=0.5"], root=RunConfig)
     cfg.train.deepspeed_config = str(path)
     ds = load_ds_config(cfg, world)
     assert "auto" not in [v for _, v in _leaves(ds)]
@@ -35,7 +36,7 @@ def test_auto_fields_follow_the_run_config(path, world):
 
 
 def test_disagreeing_or_unknown_values_are_refused():
-    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.global_batch=16"])
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["data.global_batch=16"], root=RunConfig)
     base = json.loads((ROOT / "deepspeed_configs" / "zero3.json").read_text())
     with pytest.raises(ValueError, match="train_batch_size"):
         fill_auto({**base, "train_batch_size": 64}, cfg, 2)

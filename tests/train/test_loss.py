@@ -1,6 +1,5 @@
 """The Matryoshka objective against a hand-written reference (loops, math.exp) for every budget and the KL term."""
 
-import dataclasses
 import math
 
 import pytest
@@ -11,7 +10,7 @@ from pipeline.model.budgets import Budget, budget_grid, full_budget
 from pipeline.model.pooling import normalize
 from pipeline.model.vectors import MultiVector
 from pipeline.train.loss import matryoshka_loss, select_budgets
-from tests.model.reference import ref_maxsim, ref_page, unit
+from tests.helpers.reference import ref_maxsim, ref_page, unit
 
 EXITS, WIDTHS, POOLS = [1, 2], [8, 4], [1, 2]
 PAGE_GRIDS = [(2, 3), (3, 3), (2, 2), (1, 4), (3, 2)]  # 5 pages: 3 queries' positives + 2 hard negatives
@@ -91,7 +90,7 @@ def test_teacher_is_detached():
     q, p = make_inputs(1)
     cfg = LossConfig(temperature=0.1, full_weight=0.0, small_weight=1.0, distill_weight=1.0)
     budgets = [Budget(2, 8, 1), Budget(1, 4, 2)]
-    total, _ = matryoshka_loss(q, p, budgets, dataclasses.replace(cfg, normalize=False))
+    total, _ = matryoshka_loss(q, p, budgets, cfg.model_copy(update=dict(normalize=False)))
     total.backward()
     assert q[2].vectors.grad is None or torch.all(q[2].vectors.grad == 0)
     assert q[1].vectors.grad.abs().sum() > 0
@@ -132,14 +131,17 @@ def test_diagonal_and_only_budgets():
     # Axes of unequal length: 2 exits -> the full budget and the smallest of every axis.
     assert select_budgets(budget_grid([2, 4], [64, 32, 16], [1, 2, 4]), LossConfig(budgets="diagonal"), 0) == [
         Budget(4, 64, 1), Budget(2, 16, 4)]
-    only = LossConfig(budgets="only", only=[2, 32, 2])
+    only = LossConfig(budgets="only", only="L2-d32-p2")
     assert select_budgets(grid, only, 0) == [Budget(2, 32, 2)]
-    with pytest.raises(ValueError, match=r"loss.only \[5, 32, 2\] is not in the budget grid"):
-        select_budgets(grid, LossConfig(budgets="only", only=[5, 32, 2]), 0)
+    assert select_budgets(grid, LossConfig(budgets="only", only="d32-p2"), 0) == [Budget(4, 32, 2)]  # the last exit
+    with pytest.raises(ValueError, match=r"loss.only L5-d32-p2 is not in the budget grid"):
+        select_budgets(grid, LossConfig(budgets="only", only="L5-d32-p2"), 0)
     with pytest.raises(ValueError, match="only"):
         LossConfig(budgets="only")
     with pytest.raises(ValueError, match="only"):
-        LossConfig(budgets="grid", only=[2, 32, 2])
+        LossConfig(budgets="grid", only="L2-d32-p2")
+    with pytest.raises(ValueError, match="only: L2-d32-p2-bin is stored at bin"):
+        LossConfig(budgets="only", only="L2-d32-p2-bin")
 
 
 def test_distillation_ramps_linearly():
@@ -149,9 +151,9 @@ def test_distillation_ramps_linearly():
     grid = budget_grid(EXITS, WIDTHS, POOLS)
     base = LossConfig(temperature=0.1, small_weight=0.5, normalize=False)
     plain = matryoshka_loss(q, p, grid, base)[0].item()
-    kl_part = matryoshka_loss(q, p, grid, dataclasses.replace(base, distill_weight=0.8))[0].item() - plain
+    kl_part = matryoshka_loss(q, p, grid, base.model_copy(update=dict(distill_weight=0.8)))[0].item() - plain
     assert kl_part > 0
-    ramped = dataclasses.replace(base, distill_weight=0.8, distill_ramp_steps=10)
+    ramped = base.model_copy(update=dict(distill_weight=0.8, distill_ramp_steps=10))
     for step, frac in [(0, 0.0), (4, 0.4), (10, 1.0), (25, 1.0)]:
         got = matryoshka_loss(q, p, grid, ramped, step=step)[0].item()
         assert got == pytest.approx(plain + frac * kl_part, rel=1e-9), step
@@ -162,9 +164,9 @@ def test_qat_budgets_follow_the_selection():
     cfg = LossConfig(budgets="diagonal", sample_k=2, qat="bin")
     for step in range(5):
         chosen = select_budgets(grid, cfg, step)
-        plain = select_budgets(grid, dataclasses.replace(cfg, qat="none"), step)
+        plain = select_budgets(grid, cfg.model_copy(update=dict(qat="none")), step)
         assert chosen == plain + [Budget(b.layers, b.dim, b.pool, "bin") for b in plain[1:]]  # all but the full one
-    assert select_budgets(grid, LossConfig(budgets="only", only=[2, 32, 2], qat="int8"), 0) == [
+    assert select_budgets(grid, LossConfig(budgets="only", only="L2-d32-p2", qat="int8"), 0) == [
         Budget(2, 32, 2), Budget(2, 32, 2, "int8")]
 
 
@@ -172,7 +174,7 @@ def test_qat_budgets_follow_the_selection():
 def test_qat_is_straight_through(precision):
     """At a quantised budget the loss is the loss over hand-quantised pages (plain-Python reference), and the
     gradient reaching the float page vectors is the gradient the quantised values would get (identity STE)."""
-    from tests.model.test_precision import hand_bin, hand_int8
+    from tests.helpers.reference import hand_bin, hand_int8
 
     hand = {"bin": hand_bin, "int8": hand_int8}[precision]
     q, p = make_inputs(4)

@@ -21,10 +21,12 @@ from pipeline.data.stream import TrainStream
 from pipeline.layout.lock import LOCK_NAME
 from pipeline.layout.shards import split_shards
 from pipeline.train.checkpoint import problem
-from tests.data.synthetic import write_shards
-from tests.train.launch import ROOT, run
-from tests.train.test_checkpoint_resume import files, mlflow_run
-from tests.train.test_train_e2e import ENV, check_final_weights, latest, metrics, wait_for, write_config
+from tests.helpers.procs import ROOT, run
+from tests.helpers.run_state import mlflow_run, run_files
+from tests.helpers.shards import write_shards
+from tests.helpers.training import ENV, latest, metrics, wait_for, write_config
+
+pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ def test_busy_directory_and_incompatible_resume_are_refused_and_ctrl_c_is_killed
     wait_for(lambda: (out / "metrics.jsonl").is_file(), first)
     os.killpg(first.pid, signal.SIGSTOP)  # frozen mid-run, still holding the directory
     try:
-        before = files(out)
+        before = run_files(out)
         second = run(cmd, env=ENV)
     finally:
         os.killpg(first.pid, signal.SIGCONT)
@@ -68,14 +70,15 @@ def test_busy_directory_and_incompatible_resume_are_refused_and_ctrl_c_is_killed
         f"{out} is in use by training on host {socket.gethostname()}, PID {first.pid}, started {holder['started']} "
         f"(lock {out / LOCK_NAME}; it is released when that process ends): wait for it, or use another directory")
     assert "Traceback" not in second.stdout and "attention:" not in second.stdout  # before the model loads
-    assert files(out) == before  # the refused job wrote nothing
+    assert run_files(out) == before  # the refused job wrote nothing
     assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
     logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3, 4, 5, 6]  # every step once: no second job logged into the run
     assert [r.info.status for r in runs_of(out)] == ["FINISHED"]
-    check_final_weights(out, "step-00000006")
+    assert [problem(p, content=True) for p in sorted((out / "checkpoints").glob("step-*"))] == [None, None]
+    assert (out / "final" / "retriever_config.json").is_file()
 
-    finished, before = mlflow_run(out), files(out)
+    finished, before = mlflow_run(out), run_files(out)
     refused = run(cmd + ["train.steps=8", "data.global_batch=4"], env=ENV)
     assert refused.returncode == 1 and len(errors(refused.stdout)) == 1, refused.stdout[-3000:]
     assert errors(refused.stdout)[0].endswith(
@@ -84,7 +87,7 @@ def test_busy_directory_and_incompatible_resume_are_refused_and_ctrl_c_is_killed
     assert "Traceback" not in refused.stdout and "attention:" not in refused.stdout  # before the model loads
     after = mlflow_run(out)
     assert (after.info.status, after.info.end_time) == ("FINISHED", finished.info.end_time)
-    assert len(runs_of(out)) == 1 and files(out) == before
+    assert len(runs_of(out)) == 1 and run_files(out) == before
 
     third = launch(cmd + ["train.steps=500", "train.checkpoint_every=1000"], tmp_path / "third.log")
     wait_for(lambda: max(metrics(out)) >= 8, third)

@@ -5,7 +5,7 @@ processes (ZeRO-3, gradient cache) -> budget-grid evaluation -> budget variants 
 MLflow registry -> gated alias promotion -> an index and a query at an alias, and the HTTP server.
 Every command is printed before it runs; every service started here is stopped by its PID.
 
-    python -m pipeline.demo [--config configs/tiny.yaml] [key=value ...]
+    python -m demo [--config configs/tiny.yaml] [key=value ...]
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pipeline.cli import Command, parse_cli
-from pipeline.config import Config, save_config
+from pipeline.cli import Command, RunConfig, parse_cli
+from pipeline.configlib import save_config
 from pipeline.layout.run import StagePaths, read_card
 
 PY = sys.executable
 BIN = Path(PY).parent
-CLI = Command("python -m pipeline.demo", "The whole pipeline end to end on a tiny model and synthetic documents.",
+CLI = Command("python -m demo", "The whole pipeline end to end on a tiny model and synthetic documents.",
               sections=("synth", "train", "tracking"))
 
 
@@ -41,7 +41,7 @@ def banner(text: str) -> None:
     print(f"\n{'=' * 78}\n== {text}\n{'=' * 78}", flush=True)
 
 
-def render_on_ray(cfg: Config, conf: list[str]) -> None:
+def render_on_ray(cfg: RunConfig, conf: list[str]) -> None:
     from data_prep.ray_head import RayHead, submit_render_job
 
     with RayHead(num_cpus=2) as address:
@@ -52,7 +52,7 @@ def render_on_ray(cfg: Config, conf: list[str]) -> None:
         print("\n".join(line for line in res.stdout.splitlines() if "render" in line or "succeeded" in line))
 
 
-def serve_http(cfg: Config, conf: list[str], alias: str, query: str) -> None:
+def serve_http(cfg: RunConfig, conf: list[str], alias: str, query: str) -> None:
     """Start the HTTP server for the alias, ask it for one query's vectors, stop it by PID."""
     from pipeline.procs import free_port, stop_process_group
 
@@ -82,7 +82,7 @@ def serve_http(cfg: Config, conf: list[str], alias: str, query: str) -> None:
         print(f"model server (pid {proc.pid}) stopped")
 
 
-def learned(cfg: Config) -> None:
+def learned(cfg: RunConfig) -> None:
     """One line: the full budget's nDCG@5 on the held-out pages against a random ranking's."""
     from pipeline.evaluate.metrics import chance_ndcg_at_5
 
@@ -94,13 +94,13 @@ def learned(cfg: Config) -> None:
     if spec:  # the balanced budget at each page-vector precision evaluated
         from pipeline.export.variants import resolve_budget
 
-        b = resolve_budget(spec[:3], sorted({r["layers"] for r in res["rows"]}))
+        b = resolve_budget(spec, sorted({r["layers"] for r in res["rows"]}), max(r["dim"] for r in res["rows"]))
         same = [r for r in res["rows"] if (r["layers"], r["dim"], r["pool"]) == (b.layers, b.dim, b.pool)]
         print("balanced budget by precision: " + ", ".join(
             f"{r['precision']} nDCG@5 {r['ndcg_at_5']:.3f} at {r['bytes_per_page']:.0f} bytes/page" for r in same))
 
 
-def summary(cfg: Config, conf: list[str], out: Path) -> None:
+def summary(cfg: RunConfig, conf: list[str], out: Path) -> None:
     banner("summary")
     sh([PY, "-m", "pipeline.promote", *conf, "--list"])
     paths = StagePaths.from_config(cfg)
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
 
     banner("1/7 synthetic documents")
     sh([PY, "data_prep/synth.py", *conf])
-    sh([PY, "-m", "pipeline.model.tiny", *conf])
+    sh([PY, "-m", "demo.tiny", *conf])
     banner("2/7 render job on a local Ray cluster")
     render_on_ray(cfg, conf)
     banner("3/7 training: deepspeed launcher, 2 CPU processes, ZeRO-3, gradient cache")

@@ -1,6 +1,7 @@
 """Where this process sits, read from the launcher's environment without importing torch: torchrun / deepspeed
 (RANK, LOCAL_RANK, WORLD_SIZE), Slurm srun (SLURM_PROCID, ...), Open MPI, else one process. Entry points read it
-before anything heavy (e.g. to check that the global batch splits over the ranks); `dist.init` uses it."""
+before anything heavy (e.g. to check that the global batch splits over the ranks), logging for its rank filter,
+`pipeline.train.dist.init` for the rendezvous."""
 
 from __future__ import annotations
 
@@ -38,20 +39,32 @@ def _slurm_master(environ) -> str:
     return host
 
 
-def env_from(environ=None) -> DistEnv:
-    """Read ranks from the launcher's variables: torchrun / deepspeed (RANK, LOCAL_RANK, WORLD_SIZE), Slurm srun
-    (SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS), Open MPI (OMPI_COMM_WORLD_*), else one process."""
+_LAUNCHERS = (  # (launcher, its variables for the global rank, the rank on the node, the world size)
+    ("torchrun", "RANK", "LOCAL_RANK", "WORLD_SIZE"),
+    ("slurm", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS"),
+    ("mpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_SIZE"),
+)
+
+
+def launched(environ=None) -> tuple[str, int, int, int]:
+    """(launcher, rank, local rank, world size) from the launcher's variables; ("single", 0, 0, 1) without one."""
     e = os.environ if environ is None else environ
+    for launcher, rank, local, world in _LAUNCHERS:
+        if rank in e and world in e:
+            return launcher, int(e[rank]), int(e.get(local, 0)), int(e[world])
+    return "single", 0, 0, 1
+
+
+def env_from(environ=None) -> DistEnv:
+    """Ranks from the launcher's variables (`launched`) plus the rendezvous address: torchrun / deepspeed and Open
+    MPI give MASTER_ADDR/PORT, Slurm the first node of the job and a port derived from the job id."""
+    e = os.environ if environ is None else environ
+    launcher, rank, local, world = launched(e)
     port = int(e.get("MASTER_PORT", 0))
-    if "RANK" in e and "WORLD_SIZE" in e:
-        return DistEnv(int(e["RANK"]), int(e.get("LOCAL_RANK", 0)), int(e["WORLD_SIZE"]),
-                       e.get("MASTER_ADDR", "127.0.0.1"), port or 29500, "torchrun")
-    if "SLURM_PROCID" in e and "SLURM_NTASKS" in e:
+    if launcher == "slurm":
         # A port every task of the job agrees on without talking: derived from the job id.
         port = port or 20000 + int(e.get("SLURM_JOB_ID", "0")) % 20000
-        return DistEnv(int(e["SLURM_PROCID"]), int(e.get("SLURM_LOCALID", 0)), int(e["SLURM_NTASKS"]),
-                       e.get("MASTER_ADDR") or _slurm_master(e), port, "slurm")
-    if "OMPI_COMM_WORLD_RANK" in e:
-        return DistEnv(int(e["OMPI_COMM_WORLD_RANK"]), int(e.get("OMPI_COMM_WORLD_LOCAL_RANK", 0)),
-                       int(e["OMPI_COMM_WORLD_SIZE"]), e.get("MASTER_ADDR", "127.0.0.1"), port or 29500, "mpi")
+        return DistEnv(rank, local, world, e.get("MASTER_ADDR") or _slurm_master(e), port, launcher)
+    if launcher != "single":
+        return DistEnv(rank, local, world, e.get("MASTER_ADDR", "127.0.0.1"), port or 29500, launcher)
     return DistEnv(master_port=port or free_port())
