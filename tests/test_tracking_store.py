@@ -8,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
 START = """
 import sys, time
 from types import SimpleNamespace

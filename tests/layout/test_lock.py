@@ -15,6 +15,7 @@ import pytest
 from pipeline.layout.lock import LOCK_NAME, DirectoryInUse, claim, serialised
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
 HOLD = "import sys, time; from pipeline.layout.lock import claim; claim(sys.argv[1], 'render job'); print('held', flush=True); time.sleep(600)"
 
 

@@ -13,6 +13,8 @@ from pipeline.model.budgets import Budget
 from pipeline.model.retriever import Retriever
 from tests.helpers.concurrent import differing, distinct_inputs, hammer, same_tensors
 
+pytestmark = pytest.mark.slow  # 1,600 encodes from 8 threads
+
 
 @pytest.fixture(scope="module")
 def model(tiny_qwen2vl_dir):
