@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"index": cmd_index, "search": cmd_search, "delete": cmd_delete, "verify": cmd_verify,
                 "http": cmd_http}[ns.verb](cfg)
     except (ManifestError, ShardError, DirectoryInUse, ValueError) as e:  # refused in one line: nothing changed
-        log.error("%s", one_line(e))
+        sys.stderr.write(f"{one_line(e)}\n")
         return 1
 
 

@@ -218,6 +218,10 @@ def serve(cfg) -> None:
     uri, version = deploy.resolve(cfg)
     model = mlflow.pyfunc.load_model(uri)
     searcher = Searcher(model.unwrap_python_model().retriever, deploy.target(cfg), cfg.serve, uri, version)
+    try:
+        searcher.engine()  # open (and, for Edge, hold) the live collection now: a problem shows at start
+    except ValueError as e:
+        log.warning("/search will answer 503 until there is a collection to search: %s", e)
     s = cfg.serve
     guarded = RequestGuard(scoring_server.init(model), int(s.max_request_mb * 2**20), s.max_rows, s.max_image_pixels,
                            searcher)
