@@ -14,7 +14,7 @@ from pipeline.cli import build_parser, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = {"--config", "-h", "--help"}
-SERVE = COMMON | {"--alias", "--model-uri", "--model", "--tracking-uri"}
+SERVE = COMMON | {"--alias", "--model-uri", "--model", "--tracking-uri", "--engine", "--qdrant-url", "--index-dir"}
 PINNED = {  # (module, verb): every option string the verb accepts
     ("pipeline.train.__main__", ""): COMMON | {"--output-dir", "--local_rank"},
     ("pipeline.evaluate.__main__", ""): COMMON | {"--model", "--shards", "--split", "--parquet", "--output-dir",
@@ -22,8 +22,10 @@ PINNED = {  # (module, verb): every option string the verb accepts
     ("pipeline.export.__main__", ""): COMMON | {"--model", "--output-dir", "--results"},
     ("pipeline.promote", ""): COMMON | {"--alias", "--version", "--max-bytes-per-page", "--tolerance", "--dry-run",
                                         "--model", "--tracking-uri", "--list"},
-    ("pipeline.serve.__main__", "index"): SERVE | {"--index-dir", "--shards", "--split"},
-    ("pipeline.serve.__main__", "search"): SERVE | {"--index-dir", "--query", "-k"},
+    ("pipeline.serve.__main__", "index"): SERVE | {"--shards", "--split"},
+    ("pipeline.serve.__main__", "search"): SERVE | {"--query", "-k"},
+    ("pipeline.serve.__main__", "delete"): SERVE | {"--doc"},
+    ("pipeline.serve.__main__", "verify"): SERVE,
     ("pipeline.serve.__main__", "http"): SERVE | {"--host", "--port"},
     ("data_prep.render", ""): COMMON | {"--input", "--output", "--queries"},
     ("data_prep.synth", ""): COMMON,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.config import Config
 from pipeline.serve.collections import NoCollection, Target, create, open_live, publish
 from pipeline.serve.index import index_pages, stored_budgets
 from pipeline.serve.search import Searcher, check_version
@@ -14,7 +13,7 @@ from pipeline.serve.search import Searcher, check_version
 log = logging.getLogger("pipeline.serve")
 
 
-def resolve(cfg: Config) -> tuple[str, int | None]:
+def resolve(cfg) -> tuple[str, int | None]:
     """(model URI, registry version) of the variant to serve; version None for a URI that is not an alias."""
     uri = cfg.serve.model_uri or f"models:/{cfg.tracking.registered_model}@{cfg.serve.alias}"
     version = None
@@ -27,7 +26,7 @@ def resolve(cfg: Config) -> tuple[str, int | None]:
     return uri, version
 
 
-def load(cfg: Config, uri: str):
+def load(cfg, uri: str):
     """The VariantModel (retriever + card) behind a pyfunc URI (safetensors weights, no pickle)."""
     import mlflow
 
@@ -35,7 +34,7 @@ def load(cfg: Config, uri: str):
     return mlflow.pyfunc.load_model(uri).unwrap_python_model()
 
 
-def target(cfg: Config) -> Target:
+def target(cfg) -> Target:
     return Target.of(cfg.serve, cfg.tracking.registered_model)
 
 
@@ -57,7 +56,7 @@ def _live_or_none(t: Target):
         return None
 
 
-def index(cfg: Config, shards: list, pages_fingerprint: str) -> dict:
+def index(cfg, shards: list, pages_fingerprint: str) -> dict:
     """Encode the pages of `shards` (already verified) with the served variant at every stored budget into its
     collection: upserted into the live one when it holds this version at these budgets, else into a new one that
     then goes live. Refusals (a busy directory or collection) come before the model loads. Returns a summary."""
@@ -90,7 +89,7 @@ def index(cfg: Config, shards: list, pages_fingerprint: str) -> dict:
             "model_uri": uri, "version": version}
 
 
-def delete(cfg: Config) -> int:
+def delete(cfg) -> int:
     """Remove every page of serve.docs from the live collection; returns how many pages went."""
     t = target(cfg)
     with _writing(t):
@@ -101,7 +100,7 @@ def delete(cfg: Config) -> int:
             engine.close()
 
 
-def verify(cfg: Config) -> int:
+def verify(cfg) -> int:
     """Check the live collection's content against its fingerprint and the alias's version; returns its pages."""
     uri, version = resolve(cfg)
     engine = open_live(target(cfg))
@@ -113,7 +112,7 @@ def verify(cfg: Config) -> int:
         engine.close()
 
 
-def searcher(cfg: Config) -> Searcher:
+def searcher(cfg) -> Searcher:
     """A Searcher for the alias's variant over its live collection (the version checked before the model loads)."""
     uri, version = resolve(cfg)
     t = target(cfg)

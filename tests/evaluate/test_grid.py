@@ -20,7 +20,7 @@ from tests.helpers.reference import ref_maxsim
 from tests.helpers.reference import half, hand_bin, hand_int8
 
 
-CASCADES = [[["L4-d128-page", 6], ["L2-d32-p2-bin", 4], ["L4-d128-p1", 3]],  # a real cascade
+CASCADES = [[["L4-d128-page", 6], ["L2-d32-p2-int8", 4], ["L4-d128-p1", 3]],  # a real cascade (tie-free stages)
             [["L4-d32-p1", 12], ["L4-d128-p1", 12]]]  # its first stage keeps every page: exact search
 
 
@@ -77,7 +77,7 @@ def test_report_files_and_pareto(evaluated):
     assert [r["budget"] for r in table] == [r["budget"] for r in results["rows"]]
     assert float(table[0]["ndcg_at_5"]) == results["rows"][0]["ndcg_at_5"]
     md = (out / "results.md").read_text().splitlines()
-    assert sum(line.startswith("| L") for line in md) == len(results["rows"])
+    assert sum(line.startswith("| L") and " > " not in line for line in md) == len(results["rows"])
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     front = pareto_front(results["rows"])
     for r in results["rows"]:  # every row is on the front or dominated by a front row
@@ -129,7 +129,7 @@ def test_cascade_rows_equal_a_plain_python_cascade(evaluated):
     pages = list(ShardEvalSet(shards, "train").pages())
     stored = {"fp16": lambda v: [half(x) for x in v], "int8": hand_int8, "bin": hand_bin}
     rows = {r["cascade"]: r for r in results["cascades"]}
-    assert list(rows) == ["L4-d128-page:6 > L2-d32-p2-bin:4 > L4-d128-p1:3", "L4-d32-p1:12 > L4-d128-p1:12"]
+    assert list(rows) == ["L4-d128-page:6 > L2-d32-p2-int8:4 > L4-d128-p1:3", "L4-d32-p1:12 > L4-d128-p1:12"]
     scores = {}
     for name in {b for c in CASCADES for b, _ in c}:
         b = Budget.parse(name)
@@ -148,6 +148,6 @@ def test_cascade_rows_equal_a_plain_python_cascade(evaluated):
         assert row["ms_per_query"] > 0
     exact = next(r for r in results["rows"] if r["budget"] == "L4-d128-p1")
     assert rows["L4-d32-p1:12 > L4-d128-p1:12"]["ndcg_at_5"] == pytest.approx(exact["ndcg_at_5"], abs=1e-9)
-    # bytes/page: every stage's budget is stored (4 x 4 grid; page: 1 vector; bits: dim / 8 bytes)
-    assert rows["L4-d128-page:6 > L2-d32-p2-bin:4 > L4-d128-p1:3"]["bytes_per_page"] == 256 + 4 * 4 + 16 * 256
-    assert "| L4-d128-page:6 > L2-d32-p2-bin:4 > L4-d128-p1:3 |" in (out / "results.md").read_text()
+    # bytes/page: every stage's budget is stored (4 x 4 grid; page: 1 vector; int8: dim + 2 bytes)
+    assert rows["L4-d128-page:6 > L2-d32-p2-int8:4 > L4-d128-p1:3"]["bytes_per_page"] == 256 + 4 * 34 + 16 * 256
+    assert "| L4-d128-page:6 > L2-d32-p2-int8:4 > L4-d128-p1:3 |" in (out / "results.md").read_text()
