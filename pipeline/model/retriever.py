@@ -223,11 +223,20 @@ class Retriever(nn.Module):
               budget: Budget | None = None, batch_size: int = 8) -> list[torch.Tensor]:
         """Exactly one of `pages` (PIL images or PageInputs) / `queries` (texts or QueryInputs) -> per item the
         real vectors at `budget` (default: default_budget; pages pooled): a list of [n_i, budget.dim] tensors."""
+        budget = budget or self.default_budget
+        return [v[budget] for v in self.embed_budgets([budget], pages, queries, batch_size)]
+
+    @torch.no_grad()
+    def embed_budgets(self, budgets: list[Budget], pages: list | EncoderInputs | None = None,
+                      queries: list[str] | EncoderInputs | None = None, batch_size: int = 8) -> list[dict]:
+        """Like embed(), at several budgets from one forward per batch (run to the deepest exit they need, every
+        exit captured on the way): per item {budget: [n_i, budget.dim] float vectors} (pages pooled; precision
+        is how a store keeps them, not applied here)."""
         if (pages is None) == (queries is None):
             raise ValueError("embed() takes exactly one of pages= or queries=")
-        budget = budget or self.default_budget
+        exits = self._check_exits(sorted({b.layers for b in budgets}))
         items, is_pages = (pages, True) if pages is not None else (queries, False)
-        out: list[torch.Tensor] = []
+        out: list[dict] = []
         for start in range(0, len(items), batch_size):
             if isinstance(items, EncoderInputs):
                 inputs = items.slice(start, start + batch_size)
@@ -235,13 +244,15 @@ class Retriever(nn.Module):
                 chunk = list(items[start : start + batch_size])
                 inputs = self.processor.pages(chunk) if is_pages else self.processor.queries(chunk)
             encode = self.encode_pages if is_pages else self.encode_queries
-            mv = encode(inputs.to(self.device), exits=[budget.layers])[budget.layers]
-            out += apply_budget(mv, budget.dim, budget.pool).unpad()
+            by_exit = encode(inputs.to(self.device), exits=exits)
+            cut = {b: apply_budget(by_exit[b.layers], b.dim, b.pool).unpad() for b in budgets}
+            out += [{b: cut[b][i] for b in budgets} for i in range(len(inputs))]
         return out
 
     def for_budget(self, budget: Budget) -> "Retriever":
-        """A new retriever holding only the decoder layers `budget` runs and that exit's head sliced to budget.dim;
-        its default_budget is `budget`. Encodes equal this model's at the budget."""
+        """A new retriever holding only the decoder layers `budget` runs and the heads of every exit up to it, sliced
+        to budget.dim (so it also serves the smaller budgets below it: a cascade's cheaper stages); its
+        default_budget is `budget`. Encodes equal this model's at the budget."""
         if budget.layers not in self.exits:
             raise ValueError(f"budget {budget} exits at {budget.layers}, which has no head (exits {self.exits})")
         if not 0 < budget.dim <= self.dim or budget.pool < 1:
@@ -254,7 +265,7 @@ class Retriever(nn.Module):
         tc.num_hidden_layers = budget.layers
         if getattr(tc, "layer_types", None):
             tc.layer_types = list(tc.layer_types)[: budget.layers]
-        heads = self.heads.sliced(budget.layers, budget.dim)
+        heads = self.heads.sliced([e for e in self.exits if e <= budget.layers], budget.dim)
         variant = Retriever(backbone, self.processor, heads, self.arch, budget.dim, default_budget=budget)
         variant.lora_scaling = self.lora_scaling
         return variant
