@@ -32,7 +32,7 @@ def post(port: int, body: bytes):
 
 
 def test_concurrent_clients_get_their_own_answers(model_server):
-    port, retriever = model_server
+    port, retriever = model_server[:2]
     distinct = bodies()
     reference = [post(port, b) for b in distinct]
     assert all(status == 200 for status, _ in reference)
