@@ -29,11 +29,11 @@ $(STAMP): pyproject.toml
 # pytest-randomly shuffles the order on every run (its seed is printed: -p randomly -p "randomly_seed=N" repeats it).
 WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadscope --durations=15 $(PYTEST_ARGS)
 
 # Unit and property tests only: no training, no multi-process launches, no servers.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup -m "not heavy and not slurm and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadscope -m "not heavy and not slurm and not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m demo $(DEMO_ARGS)

@@ -4,7 +4,7 @@ pytest-xdist workers, and the heavy fixtures the suite builds once (tiny models,
 Heavy artifacts (files) are built once per test session whatever the number of xdist workers: the first worker to
 ask builds them under a file lock in the session's shared directory, the others wait and reuse them. Tests read
 them and copy before they change anything. Servers (MLflow, the model server, Ray, Slurm) are processes: their
-fixtures live in the package that uses them, and every test using one is kept on one worker by an xdist group.
+fixtures live in the package that uses them, and the scheduler keeps every test of one server on one worker.
 """
 
 import os
@@ -28,20 +28,47 @@ HEAVY_FIXTURES = {"reference_run", "chain", "ray_head", "slurm_cluster", "tracki
                   "uninterrupted", "narrow_vocab_checkpoints"}
 
 
+# Tests that share a server process (a session fixture) run on one xdist worker, so one server is started: the
+# scheduler below keeps each of these path prefixes together, and every other module together.
+SERVER_SCOPES = {"tests/slurm/": "slurm", "tests/serve/": "model-server", "tests/registry/test_promotion": "mlflow-server",
+                 "tests/data_prep/test_render.py": "ray"}
+SERVER_FIXTURES = {"slurm_cluster": "slurm", "model_server": "model-server", "tracking_uri": "mlflow-server",
+                   "ray_head": "ray"}
+
+
+def scope_of(nodeid: str) -> str:
+    """The unit of work an xdist worker takes whole: a server's tests, else the test's module."""
+    return next((name for prefix, name in SERVER_SCOPES.items() if nodeid.startswith(prefix)), nodeid.split("::")[0])
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Like --dist loadscope, with the scopes of scope_of() (xdist's own loadgroup does not reach pytest 9's node ids)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ServerScopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return ServerScopes(config, log)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Skip GPU tests without CUDA; mark `heavy` tests; keep each module on one xdist worker (its module fixtures
-    are then built once) unless the module names a group of its own (tests sharing a server)."""
+    """Skip GPU tests without CUDA; mark `heavy` tests; refuse a test that uses a server fixture outside the scope
+    that keeps the server's tests on one worker."""
     import torch
 
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip)
-        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if HEAVY_FIXTURES & fixtures:
             item.add_marker(pytest.mark.heavy)
-        if not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        for fixture in fixtures & set(SERVER_FIXTURES):
+            if scope_of(item.nodeid) != SERVER_FIXTURES[fixture]:
+                raise pytest.UsageError(f"{item.nodeid} uses {fixture}: put it under a path SERVER_SCOPES (tests/"
+                                        "conftest.py) maps to its server, or two workers start two servers")
 
 
 @pytest.fixture(autouse=True)

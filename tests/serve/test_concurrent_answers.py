@@ -6,13 +6,11 @@ the retriever's forward lock some of these came back HTTP 200 with another clien
 import json
 import urllib.request
 
-import pytest
 import torch
 
 from pipeline.registry.pyfunc import encode_image
 from tests.helpers.concurrent import differing, distinct_inputs, hammer
 
-pytestmark = pytest.mark.xdist_group("model-server")
 
 
 def bodies() -> list[bytes]:

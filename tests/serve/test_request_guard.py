@@ -14,7 +14,6 @@ from pipeline.registry.pyfunc import encode_image
 from pipeline.serve.http import BadRequest, check_request
 from tests.helpers.serving import LIMITS
 
-pytestmark = pytest.mark.xdist_group("model-server")
 JSON = "application/json"
 CASES = [  # (body, status, message)
     ({"dataframe_split": {"columns": ["qurey"], "data": [["ABC"]]}}, 400,

@@ -21,7 +21,6 @@ from pipeline.serve.search import Searcher
 from pipeline.serve.search_api import SearchError, answer, parse_search
 from tests.helpers.serving import SERVE
 
-pytestmark = pytest.mark.xdist_group("model-server")
 WORDS = ["ABC", "XYZ", "find QRS", "KLM page", "the code DEF", "GHI", "NOP", "TUV"]
 
 

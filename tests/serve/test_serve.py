@@ -27,7 +27,6 @@ from tests.helpers.procs import ROOT
 from tests.helpers.reference import half, hand_bin, hand_int8, ref_maxsim
 from tests.helpers.shards import write_shards
 
-pytestmark = pytest.mark.xdist_group("model-server")
 ALIAS = "serving"
 BUDGETS = ["L4-d128-p1", "L4-d128-page", "L2-d32-p2", "L2-d32-p2-int8", "L2-d32-p2-bin"]
 STORED = {"fp16": lambda v: [half(x) for x in v], "int8": hand_int8, "bin": hand_bin}
