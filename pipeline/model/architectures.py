@@ -61,11 +61,11 @@ def load_architecture(name_or_path: str | Path, text_layers: int | None = None, 
     model_type = raw.pop("model_type")
     config = AutoConfig.for_model(model_type, **raw)
     if text_layers is not None or vision_layers is not None:
-        config = truncate(config, text_layers, vision_layers)
+        config = cut_depth(config, text_layers, vision_layers)
     return config
 
 
-def truncate(config, text_layers: int | None, vision_layers: int | None):
+def cut_depth(config, text_layers: int | None, vision_layers: int | None):
     """A copy of `config` with fewer decoder layers / vision blocks (widths unchanged)."""
     config = type(config).from_dict(config.to_dict())
     text = config.get_text_config()

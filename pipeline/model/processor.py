@@ -77,7 +77,7 @@ class QueryInputs(EncoderInputs):
     """Processed query texts."""
 
 
-def pad(seqs: list[list[int]], vec_pos: list[list[int]], pad_id: int) -> dict:
+def pad_batch(seqs: list[list[int]], vec_pos: list[list[int]], pad_id: int) -> dict:
     """Right-pad token lists and vector positions -> the EncoderInputs fields input_ids, attention_mask [B, L],
     vector_index, vector_mask [B, N] and the host-side lengths and counts."""
     length = max(max(len(s) for s in seqs), 1)
@@ -120,7 +120,7 @@ class RetrieverProcessor:
             body = self._ids(t)[: self.max_query_tokens]
             seqs.append(before + body + after)
             pos.append(list(range(len(before), len(before) + len(body))))
-        padded = pad(seqs, pos, self.pad_id)
+        padded = pad_batch(seqs, pos, self.pad_id)
         return QueryInputs(**padded, token_type_ids=self._query_token_types(padded["input_ids"]))
 
     def _query_token_types(self, ids: torch.Tensor) -> torch.Tensor | None:

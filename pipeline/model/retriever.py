@@ -182,13 +182,6 @@ class Retriever(nn.Module):
         """QueryInputs [B] -> {exit: MultiVector vectors [B, N, dim], mask [B, N], grids None} (text tokens only)."""
         return self._encode(inputs, exits, grids=False)
 
-    def forward(self, pages: EncoderInputs | None = None, queries: EncoderInputs | None = None,
-                exits: list[int] | None = None) -> tuple[dict | None, dict | None]:
-        """(encode_pages(pages), encode_queries(queries)); either may be None."""
-        p = None if pages is None else self.encode_pages(pages, exits)
-        q = None if queries is None else self.encode_queries(queries, exits)
-        return p, q
-
     # ---- serving ------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def embed(self, pages: list | EncoderInputs | None = None, queries: list[str] | EncoderInputs | None = None,

@@ -43,11 +43,11 @@ def text_layer_bytes(s: ModelShape, b: int, seq: int, attn: str = "sdpa", masked
 
 def vision_block_bytes(s: ModelShape, b: int, image_patches: int, attn: str = "sdpa") -> float:
     """Saved bytes per patch of one vision block when the tower trains (0 when it is frozen: LoRA): the family's
-    formula (pipeline/model/families/<arch>.py, vision_block_bytes) plus the attention heads' float32 statistics."""
+    formula (pipeline/model/families/<arch>.py, vision_block_base_bytes) plus the attention heads' float32 statistics."""
     if not s.vision_trainable:
         return 0.0
     t = s.tower
-    per = named(s.arch).vision_block_bytes(b, t) + F32 * t.heads
+    per = named(s.arch).vision_block_base_bytes(b, t) + F32 * t.heads
     if attn == "eager":
         per += 2 * b * t.heads * image_patches  # scores and probabilities within the page
     return per

@@ -57,7 +57,7 @@ def load(cfg: Config, uri: str):
 
 
 def cmd_index(cfg: Config) -> int:
-    from pipeline.evaluate.data import ShardEvalSet
+    from pipeline.data.reader import ShardPages as ShardEvalSet
     from pipeline.layout.run import StagePaths
     from pipeline.serve.index import build_index
 
@@ -121,12 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
 
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
-    from pipeline.layout.shards import ManifestError, ShardError, one_line
+    from pipeline.layout.shards import ManifestError, ShardError, error_line
 
     try:
         return {"index": cmd_index, "search": cmd_search, "http": cmd_http}[ns.verb](cfg)
     except (ManifestError, ShardError) as e:  # pages that are not what their manifest says: no index
-        log.error("%s", one_line(e))
+        log.error("%s", error_line(e))
         return 1
 
 

@@ -13,7 +13,7 @@ from pipeline.model.processor import EncoderInputs, RetrieverProcessor
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERFACE = {"NAME": str, "MODEL_TYPES": tuple, "NORM": str, "VISION_DEPTH": str, "SPECIALS": list, "TOKENS": dict}
-FUNCTIONS = ["load_processor", "forward_kwargs", "before_forward", "prepare_random", "tower", "vision_block_bytes"]
+FUNCTIONS = ["load_processor", "forward_kwargs", "before_forward", "prepare_random", "tower", "vision_block_base_bytes"]
 
 
 def test_every_family_module_is_found_and_has_the_whole_interface():

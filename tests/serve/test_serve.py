@@ -10,7 +10,7 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from pipeline.evaluate.data import ShardEvalSet
+from pipeline.data.reader import ShardPages
 from pipeline.export.variants import load_variant
 from pipeline.registry.promotion import promote
 from pipeline.registry.pyfunc import encode_image
@@ -69,7 +69,7 @@ def test_index_and_search_match_brute_force(served, tmp_path, capsys, variant):
     common = ["--tracking-uri", cfg.tracking.tracking_uri, "--model", NAME, "--alias", alias,
               "--index-dir", str(tmp_path / "index")]
     assert serve_main(["index", *common, "--shards", str(shards), "--split", "train"]) == 0
-    pages = list(ShardEvalSet(shards, "train").pages())
+    pages = list(ShardPages(shards, "train").pages())
     index_bytes = (tmp_path / "index" / "index.safetensors").stat().st_size
     vector_bytes = len(pages) * cards[variant]["bytes_per_page"]  # the codes: the card's bytes/page, exactly
     offsets_bytes = (len(pages) + 1) * 8

@@ -1,7 +1,7 @@
 """Model families: what differs between VLM families lives in one module each (`qwen2_vl.py`, `paligemma.py`), found
 here by name or by a transformers config's model_type. Adding a family is adding its module (the same names as the
 others: NAME, MODEL_TYPES, Processor, load_processor, forward_kwargs, before_forward, prepare_random, tower,
-vision_block_bytes, ...) plus its tests.
+vision_block_base_bytes, ...) plus its tests.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import math
 import torch
 
 from pipeline.model.architectures import Tower
-from pipeline.model.processor import EncoderInputs, PageInputs, RetrieverProcessor, load_parts, pad
+from pipeline.model.processor import EncoderInputs, PageInputs, RetrieverProcessor, load_parts, pad_batch
 
 NAME = "paligemma"  # saved in retriever_config.json as "arch"
 MODEL_TYPES = ("paligemma",)  # transformers config.model_type values of this family
@@ -40,7 +40,7 @@ class Processor(RetrieverProcessor):
         n = self.image_seq_length
         side = math.isqrt(n)
         seq = [image_id] * n + [self.tokenizer.bos_token_id] + self._ids(self.PAGE_PROMPT)
-        padded = pad([seq] * len(images), [list(range(n))] * len(images), self.pad_id)
+        padded = pad_batch([seq] * len(images), [list(range(n))] * len(images), self.pad_id)
         return PageInputs(**padded, grids=torch.tensor([[side, n // side]] * len(images)), pixel_values=pixels,
                           token_type_ids=torch.zeros_like(padded["input_ids"]))
 
@@ -84,7 +84,7 @@ def tower(config) -> Tower:
                  v.num_channels * v.patch_size**2, 1, v.image_size)
 
 
-def vision_block_bytes(b: int, t: Tower) -> float:
+def vision_block_base_bytes(b: int, t: Tower) -> float:
     """Saved bytes per patch of one SigLIP block (b bytes per element) without its attention heads' statistics:
     two LayerNorms' inputs, outputs and statistics, q, k, v, the attention output, and the tanh-GELU's input and
     output (2 x mlp)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.model.architectures import Tower
-from pipeline.model.processor import EncoderInputs, PageInputs, RetrieverProcessor, load_parts, pad
+from pipeline.model.processor import EncoderInputs, PageInputs, RetrieverProcessor, load_parts, pad_batch
 
 NAME = "qwen2_vl"  # saved in retriever_config.json as "arch"
 MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")  # transformers config.model_type values of this family
@@ -38,7 +38,7 @@ class Processor(RetrieverProcessor):
             seqs.append(before + [image_id] * (rows * cols) + after)
             pos.append(list(range(len(before), len(before) + rows * cols)))
             grids.append([rows, cols])
-        padded = pad(seqs, pos, self.pad_id)
+        padded = pad_batch(seqs, pos, self.pad_id)
         return PageInputs(**padded, grids=torch.tensor(grids), pixel_values=out["pixel_values"], image_grid_thw=thw,
                           token_type_ids=(padded["input_ids"] == image_id).long(),
                           patches=tuple(t * h * w for t, h, w in thw.tolist()))
@@ -84,7 +84,7 @@ def tower(config) -> Tower:
                  v.in_channels * v.temporal_patch_size * v.patch_size**2, v.spatial_merge_size, None)
 
 
-def vision_block_bytes(b: int, t: Tower) -> float:
+def vision_block_base_bytes(b: int, t: Tower) -> float:
     """Saved bytes per patch of one vision block (b bytes per element) without its attention heads' statistics:
     two LayerNorms' inputs, outputs and statistics, the fused qkv output, rotated q and k, the attention output,
     and fc1 output / QuickGELU parts / fc2 input (3 x mlp)."""
