@@ -13,7 +13,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv test demo experiment bench clean
+.PHONY: venv test test-fast demo experiment bench clean
 
 venv: $(STAMP)
 
@@ -25,8 +25,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# Two pytest-xdist workers (tests/conftest.py keeps each module, and each shared server's tests, on one worker);
+# pytest-randomly shuffles the order on every run (its seed is printed: -p randomly -p "randomly_seed=N" repeats it).
+WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
+
+# Unit and property tests only: no training, no multi-process launches, no servers.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup -m "not heavy and not slurm and not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m demo $(DEMO_ARGS)

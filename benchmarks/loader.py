@@ -86,7 +86,7 @@ def main() -> None:
     from pipeline.data.stream import TrainStream
     from pipeline.layout.shards import split_shards
     from pipeline.model.tiny import build_tiny_qwen2vl
-    from tests.data.synthetic import write_shards
+    from tests.helpers.shards import write_shards
 
     with tempfile.TemporaryDirectory() as tmp:
         shard_dir = write_shards(Path(tmp) / "shards", n_pages=args.pages, shard_size=args.shard_size, size=args.page)

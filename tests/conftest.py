@@ -1,4 +1,11 @@
-"""Shared test set-up: CPU-only environment for DeepSpeed, Ray and MLflow, and a GPU marker."""
+"""Shared test set-up: the CPU-only environment, the GPU marker, the tier markers, how tests are grouped across
+pytest-xdist workers, and the heavy fixtures the suite builds once (tiny models, the reference training run).
+
+Heavy artifacts (files) are built once per test session whatever the number of xdist workers: the first worker to
+ask builds them under a file lock in the session's shared directory, the others wait and reuse them. Tests read
+them and copy before they change anything. Servers (MLflow, the model server, Ray, Slurm) are processes: their
+fixtures live in the package that uses them, and every test using one is kept on one worker by an xdist group.
+"""
 
 import os
 from pathlib import Path
@@ -16,29 +23,82 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The venv's bin first, so subprocesses (ray, mlflow, deepspeed, torchrun) are the project's.
 os.environ["PATH"] = str(ROOT / ".venv" / "bin") + os.pathsep + os.environ.get("PATH", "")
 
+# Fixtures that start processes or train: a test using one is `heavy` (left out of `make test-fast`).
+HEAVY_FIXTURES = {"reference_run", "chain", "ray_head", "slurm_cluster", "tracking_uri", "model_server", "runs",
+                  "uninterrupted", "narrow_vocab_checkpoints"}
 
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    """Skip GPU tests without CUDA; mark `heavy` tests; keep each module on one xdist worker (its module fixtures
+    are then built once) unless the module names a group of its own (tests sharing a server)."""
     import torch
 
-    if torch.cuda.is_available():
-        return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip)
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.heavy)
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")
-def tiny_qwen2vl_dir(tmp_path_factory):
-    """A tiny random Qwen2-VL checkpoint (plain VLM, no retriever heads) built once per session."""
+def shared_dir(tmp_path_factory) -> Path:
+    """A directory every xdist worker of this session sees (the session's base temp dir without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def build_once(shared: Path, name: str, build) -> Path:
+    """`shared/<name>`, built by `build(path)` by whichever worker gets there first (the others wait on a lock)."""
+    from filelock import FileLock
+
+    out, done = shared / name, shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            build(out)
+            done.touch()
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2vl_dir(shared_dir):
+    """A tiny random Qwen2-VL checkpoint (plain VLM, no retriever heads), one per session."""
     from pipeline.model.tiny import build_tiny_qwen2vl
 
-    return build_tiny_qwen2vl(tmp_path_factory.mktemp("tiny-qwen2vl"))
+    return build_once(shared_dir, "tiny-qwen2vl", build_tiny_qwen2vl)
 
 
 @pytest.fixture(scope="session")
-def tiny_paligemma_dir(tmp_path_factory):
-    """A tiny random PaliGemma checkpoint (plain VLM, no retriever heads) built once per session."""
+def tiny_paligemma_dir(shared_dir):
+    """A tiny random PaliGemma checkpoint (plain VLM, no retriever heads), one per session."""
     from pipeline.model.tiny import build_tiny_paligemma
 
-    return build_tiny_paligemma(tmp_path_factory.mktemp("tiny-paligemma"))
+    return build_once(shared_dir, "tiny-paligemma", build_tiny_paligemma)
+
+
+@pytest.fixture(scope="session")
+def reference_run(shared_dir, tiny_qwen2vl_dir):
+    """The suite's reference training run, read by the resume, checkpoint, curve, export, evaluation, registry and
+    serving tests (copy it before changing it: `tests.helpers.training.copy_run`): `python -m pipeline.train` on
+    2 ranks under ZeRO-3 with the gradient cache, 24 synthetic pages, REFERENCE_STEPS steps, a checkpoint every 2
+    (all kept), the learning curve on the training pages every 2 steps. Returns its config path."""
+    from tests.helpers.reference_run import build_reference_run
+
+    build_once(shared_dir, "reference", lambda out: build_reference_run(out, tiny_qwen2vl_dir))
+    return shared_dir / "reference" / "ref.yaml"
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory, reference_run):
+    """The post-training stages over the reference run's final model (tests/helpers/chain.py), one per worker."""
+    import yaml
+
+    from tests.helpers.chain import Chain
+
+    final = Path(yaml.safe_load(reference_run.read_text())["train"]["output_dir"]) / "final"
+    return Chain(tmp_path_factory.mktemp("chain"), final)

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.data.corrupt import change_query_letters, edit_manifest
-from tests.data.synthetic import write_shards
+from tests.helpers.corrupt import change_query_letters, edit_manifest
+from tests.helpers.shards import write_shards
+
+pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
 
 ROOT = Path(__file__).resolve().parents[2]
 

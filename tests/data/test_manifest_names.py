@@ -7,8 +7,8 @@ import os
 import pytest
 
 from pipeline.layout.shards import ManifestError, read_manifest, split_shards
-from tests.data.corrupt import edit_manifest
-from tests.data.synthetic import write_shards
+from tests.helpers.corrupt import edit_manifest
+from tests.helpers.shards import write_shards
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.layout.shards import ShardError, split_shards
 from pipeline.data.stream import TrainStream, make_loader
-from tests.data.synthetic import write_shards
+from tests.helpers.shards import write_shards
 
 
 @pytest.fixture(scope="module")

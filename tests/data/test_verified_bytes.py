@@ -10,8 +10,8 @@ from pipeline.data.stream import TrainStream, make_loader
 from pipeline.data.reader import ShardPages
 from pipeline.layout.shards import ShardError, build_manifest, error_line, split_shards, write_manifest
 from pipeline.layout.tars import write_shard
-from tests.data.corrupt import change_query_letters, edit_manifest, first_key, flip_image_bytes
-from tests.data.synthetic import write_shards
+from tests.helpers.corrupt import change_query_letters, edit_manifest, first_key, flip_image_bytes
+from tests.helpers.shards import write_shards
 
 
 @pytest.fixture

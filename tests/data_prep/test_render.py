@@ -23,7 +23,10 @@ from PIL import Image
 from data_prep.ray_head import submit_render_job
 from data_prep.sources import escape_name
 from pipeline.procs import stop_process_group
-from tests.data_prep.conftest import BAD, MAX_FILE_MB, ROOT
+from tests.helpers.corpus import BAD, MAX_FILE_MB
+from tests.helpers.procs import ROOT
+
+pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
 
 ARGS = ["render.shard_size=3", "render.pages_per_task=2", "render.max_in_flight=2", f"render.max_file_mb={MAX_FILE_MB}",
         "render.eval_fraction=0.25", "render.split_seed=1", "render.progress=false"]

@@ -16,17 +16,16 @@ from pipeline.evaluate.report import pareto_front
 from pipeline.model.budgets import Budget
 from pipeline.model.retriever import Retriever
 from pipeline.registry.register import ensure_experiment
-from tests.evaluate.test_metrics import hand_metrics
-from tests.export.chain import config, trained
-from tests.model.reference import ref_maxsim
-from tests.model.test_precision import half, hand_bin, hand_int8
+from tests.helpers.reference import hand_metrics
+from tests.helpers.reference import ref_maxsim
+from tests.helpers.reference import half, hand_bin, hand_int8
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, tiny_qwen2vl_dir):
-    model_dir, shards = trained(tmp_path_factory, tiny_qwen2vl_dir)
+def evaluated(tmp_path_factory, chain):
+    model_dir, shards = chain.model_dir, chain.shards
     out = tmp_path_factory.mktemp("eval")
-    cfg = config(tmp_path_factory, tiny_qwen2vl_dir, f"eval.output_dir={out}", "eval.precisions=[fp16, int8, bin]",
+    cfg = chain.config(f"eval.output_dir={out}", "eval.precisions=[fp16, int8, bin]",
                  "model.widths=[128, 32]", "model.pools=[1, 2]")
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     experiment = ensure_experiment(mlflow.MlflowClient(cfg.tracking.tracking_uri), cfg.tracking)  # artifacts in tmp

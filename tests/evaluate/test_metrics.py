@@ -11,22 +11,7 @@ from pipeline.evaluate.cost import bytes_per_page
 from pipeline.evaluate.metrics import METRICS, mean_metrics, per_query, ranked
 from pipeline.model.pooling import apply_budget, normalize
 from pipeline.model.vectors import MultiVector
-
-
-def hand_metrics(order: list[str], rels: dict[str, int]) -> dict[str, float]:
-    """Textbook definitions on a ranked list: gain = grade, discount log2(rank + 1), ideal from sorted grades."""
-
-    def ndcg(k):
-        dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(order[:k]))
-        ideal = sorted((g for g in rels.values() if g > 0), reverse=True)[:k]
-        return dcg / sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-
-    relevant = {d for d, g in rels.items() if g > 0}
-    first = next((i + 1 for i, d in enumerate(order[:10]) if d in relevant), None)
-    out = {"ndcg_at_5": ndcg(5), "ndcg_at_10": ndcg(10), "mrr_at_10": 1.0 / first if first else 0.0}
-    for k in (1, 5, 10):
-        out[f"recall_at_{k}"] = len(relevant & set(order[:k])) / len(relevant)
-    return out
+from tests.helpers.reference import hand_metrics
 
 
 @pytest.fixture(scope="module")

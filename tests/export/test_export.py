@@ -16,16 +16,15 @@ from pipeline.export.variants import weights_bytes
 from pipeline.model.backbone import language_model
 from pipeline.model.budgets import Budget
 from pipeline.model.retriever import Retriever
-from tests.export.chain import RESOLVED, exported, trained
+from tests.helpers.chain import RESOLVED
 
 ROOT = Path(__file__).resolve().parents[2]
 QUERIES = ["ABC", "find the code XYZ"]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_qwen2vl_dir):
-    model_dir, shards = trained(tmp_path_factory, tiny_qwen2vl_dir)
-    return model_dir, shards, exported(tmp_path_factory, tiny_qwen2vl_dir)
+def setup(chain):
+    return chain.model_dir, chain.shards, chain.exported()
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def test_variant_in_new_process_equals_full_model_at_budget(setup, page_dir, tmp
     full = Retriever.from_pretrained(model_dir).eval()
     images = [Image.open(p).convert("RGB") for p in sorted(page_dir.glob("*.png"))]
     dirs = [str(path) for path, _ in variants.values()]
-    subprocess.run([sys.executable, str(ROOT / "tests/export/_load_variant.py"), str(page_dir), str(tmp_path), *dirs],
+    subprocess.run([sys.executable, str(ROOT / "tests/helpers/load_variant_worker.py"), str(page_dir), str(tmp_path), *dirs],
                    check=True, cwd=ROOT, timeout=300)
     for name, (path, card) in variants.items():
         budget = Budget(**card["budget"])

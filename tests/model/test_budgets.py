@@ -7,7 +7,7 @@ from pipeline.model import pooling
 from pipeline.model.budgets import POOL_NAMES, Budget, budget_grid, full_budget, resolve_in
 from pipeline.model.pooling import apply_budget, max_cells, normalize, pool_grid
 from pipeline.model.vectors import MultiVector
-from tests.model.reference import ref_page, ref_pool
+from tests.helpers.reference import ref_page, ref_pool
 
 GRIDS = [(4, 4), (3, 5), (1, 7), (5, 2)]  # divisible and ragged in both directions
 

@@ -5,7 +5,7 @@ import torch
 from pipeline.model.maxsim import maxsim, maxsim_chunked, topk_stream
 from pipeline.model.pooling import normalize
 from pipeline.model.vectors import MultiVector
-from tests.model.reference import real_rows, ref_maxsim
+from tests.helpers.reference import real_rows, ref_maxsim
 
 
 def random_mv(b: int, n: int, d: int, seed: int, min_len: int = 1) -> MultiVector:

@@ -1,9 +1,6 @@
 """The precision axis: int8 and packed sign bits against hand quantisation in plain Python, exact bytes, and MaxSim
 scored from the codes equal to MaxSim over the dequantised vectors (scores and top-k), chunked or not."""
 
-import math
-import struct
-
 import pytest
 import torch
 
@@ -12,27 +9,7 @@ from pipeline.model.maxsim import maxsim, maxsim_chunked, topk_stream
 from pipeline.model.pooling import normalize
 from pipeline.model.precision import PRECISIONS, Codes, StoredPages, bytes_per_vector, quantize
 from pipeline.model.vectors import MultiVector
-from tests.model.reference import ref_maxsim, real_rows
-
-
-def half(x: float) -> float:
-    """x rounded to IEEE float16 (struct's 'e' format: independent of torch)."""
-    return struct.unpack("e", struct.pack("e", x))[0]
-
-
-def hand_int8(v: list[float]) -> list[float]:
-    scale = half(max(abs(x) for x in v) / 127)
-    return [max(-127, min(127, round(x / scale))) * scale if scale else 0.0 for x in v]
-
-
-def hand_bin(v: list[float]) -> list[float]:
-    return [(1.0 if x >= 0 else -1.0) / math.sqrt(len(v)) for x in v]
-
-
-def hand_pack(v: list[float]) -> list[int]:
-    """Sign bits, coordinate 0 in the high bit of byte 0, the last byte zero-padded."""
-    bits = [1 if x >= 0 else 0 for x in v] + [0] * ((-len(v)) % 8)
-    return [sum(b << (7 - i) for i, b in enumerate(bits[k:k + 8])) for k in range(0, len(bits), 8)]
+from tests.helpers.reference import half, hand_bin, hand_int8, hand_pack, ref_maxsim, real_rows
 
 
 def rand(*shape, seed=0):

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from pipeline.model.retriever import Retriever
-from tests.train.qwen_case import model_config
+from tests.helpers.qwen_case import model_config
 
 
 def test_slice_reads_no_device_values_and_trims_to_the_chunk(tiny_qwen2vl_dir):

@@ -22,7 +22,7 @@ from pipeline.train import dist
 from pipeline.train.engine import build_engine
 from pipeline.train.loss import matryoshka_loss, select_budgets
 from pipeline.train.step import Encoder, StepContext, train_step
-from tests.data.synthetic import _page
+from tests.helpers.shards import _page
 from tests.train._step_worker import LocalBatch
 
 CODES = ["ABC", "QRS", "XYZ", "LMN"]

@@ -10,7 +10,7 @@ from pipeline.model.retriever import Retriever
 from pipeline.plan.activations import chunk_bytes, other_bytes, text_layer_bytes, vision_block_bytes
 from pipeline.plan.shape import model_shape
 from pipeline.plan.workload import Workload
-from tests.plan.probe import saved_bytes
+from tests.helpers.activation_probe import saved_bytes
 
 CASES = [("qwen2_vl", 0, "bfloat16"), ("qwen2_vl", 32, "bfloat16"), ("qwen2_vl", 0, "float32"),
          ("paligemma", 0, "bfloat16"), ("paligemma", 32, "bfloat16")]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -17,6 +17,8 @@ from pipeline.cli import RunConfig
 from pipeline.config import load_config
 from pipeline.plan.report import Cluster, make_plan
 
+pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
+
 ROOT = Path(__file__).resolve().parents[2]
 HIDDEN, PAGE, CHUNK = 512, 224, 8
 

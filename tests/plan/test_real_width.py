@@ -20,7 +20,9 @@ from pipeline.model.architectures import load_architecture
 from pipeline.model.budgets import Budget
 from pipeline.model.retriever import Retriever
 from pipeline.model.tiny import build_random_checkpoint
-from tests.train.launch import run, torchrun_cmd
+from tests.helpers.procs import run, torchrun_cmd
+
+pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
 
 ROOT = Path(__file__).resolve().parents[2]
 # arch: (published name, page side in px, LoRA rank). Qwen2-VL trains every weight; PaliGemma trains LoRA as
@@ -78,7 +80,7 @@ def test_real_width_zero3_step_and_variant(arch, tmp_path):
     images = [Image.new("RGB", (side, side), c) for c in ("white", "gray")]
     for i, im in enumerate(images):
         im.save(pages / f"{i}.png")
-    subprocess.run([sys.executable, str(ROOT / "tests/export/_load_variant.py"), str(pages), str(tmp_path),
+    subprocess.run([sys.executable, str(ROOT / "tests/helpers/load_variant_worker.py"), str(pages), str(tmp_path),
                     str(variant)], check=True, cwd=ROOT, timeout=300)
     want = full.embed(pages=images, budget=budget)
     with safe_open(str(tmp_path / "variant.safetensors"), "pt") as f:

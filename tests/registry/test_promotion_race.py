@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import mlflow
+import pytest
 from mlflow import MlflowClient
 
 from pipeline.registry.promotion import Standing, gate, holder_of, promote
-from tests.registry.fake_registry import FakeRegistry
-from tests.registry.servers import tracking_server
+from tests.helpers.fake_registry import FakeRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 SCORES = {1: 0.70, 2: 0.75, 3: 0.80, 4: 0.90}  # v1 holds the alias; v2..v4 race for it
@@ -101,35 +101,36 @@ def _register(client, uri, scores: dict[int, float]) -> None:
                                     tags={"ndcg_at_5": str(score), "eval_fingerprint": "fp", "bytes_per_page": "1"})
 
 
-def test_two_concurrent_processes_against_a_live_server(tmp_path):
-    with tracking_server(tmp_path) as uri:
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        _register(client, uri, {1: 0.70, 2: 0.80, 3: 0.90})
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        outcomes = []
-        for r in range(4):
-            alias, go = f"race{r}", tmp_path / f"go{r}"
-            client.set_registered_model_alias("race", alias, "1")
-            procs = {v: subprocess.Popen([sys.executable, "-c", HARNESS, str(go), "--tracking-uri", uri, "--model",
-                                          "race", "--alias", alias, "--version", str(v)], cwd=ROOT, env=env,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                     for v in (2, 3)}
-            deadline = time.time() + 60
-            while not all(Path(f"{go}.ready-{v}").exists() for v in procs) and time.time() < deadline:
-                time.sleep(0.05)  # until both processes have imported everything and poll for the start file
-            go.touch()
-            res = {v: (p.wait(timeout=120), p.stdout.read().strip(), p.stderr.read()[-2000:]) for v, p in procs.items()}
-            final = client.get_model_version_by_alias("race", alias).version
-            assert final == "3", (r, res)
-            assert res[3][0] == 0 and res[3][1].startswith("promoted: v3 "), res
-            code2, line2, _ = res[2]
-            if code2 == 0:  # v2 went first and was then beaten: a serial history
-                assert line2 == "promoted: v2 beats holder v1 on eval fp: nDCG@5 0.8000 > 0.7000", res
-                assert res[3][1].startswith("promoted: v3 beats holder v2"), res
-            else:  # v2 lost (raced and lost, or came after v3): it says so, in one line
-                assert code2 == 1 and "\n" not in line2, res
-                assert line2.startswith((f"lost the race: v3 took '{alias}' first; refused: v2",
-                                         "refused: v2")), res
-                assert "below holder v3's 0.9000" in line2 and res[3][1].startswith("promoted: v3 beats holder v1")
-            outcomes.append(code2)
-        print("v2 exit codes per round:", outcomes)
+@pytest.mark.xdist_group("mlflow-server")
+def test_two_concurrent_processes_against_a_live_server(tmp_path, tracking_uri):
+    uri = tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    _register(client, uri, {1: 0.70, 2: 0.80, 3: 0.90})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    outcomes = []
+    for r in range(4):
+        alias, go = f"race{r}", tmp_path / f"go{r}"
+        client.set_registered_model_alias("race", alias, "1")
+        procs = {v: subprocess.Popen([sys.executable, "-c", HARNESS, str(go), "--tracking-uri", uri, "--model",
+                                      "race", "--alias", alias, "--version", str(v)], cwd=ROOT, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for v in (2, 3)}
+        deadline = time.time() + 60
+        while not all(Path(f"{go}.ready-{v}").exists() for v in procs) and time.time() < deadline:
+            time.sleep(0.05)  # until both processes have imported everything and poll for the start file
+        go.touch()
+        res = {v: (p.wait(timeout=120), p.stdout.read().strip(), p.stderr.read()[-2000:]) for v, p in procs.items()}
+        final = client.get_model_version_by_alias("race", alias).version
+        assert final == "3", (r, res)
+        assert res[3][0] == 0 and res[3][1].startswith("promoted: v3 "), res
+        code2, line2, _ = res[2]
+        if code2 == 0:  # v2 went first and was then beaten: a serial history
+            assert line2 == "promoted: v2 beats holder v1 on eval fp: nDCG@5 0.8000 > 0.7000", res
+            assert res[3][1].startswith("promoted: v3 beats holder v2"), res
+        else:  # v2 lost (raced and lost, or came after v3): it says so, in one line
+            assert code2 == 1 and "\n" not in line2, res
+            assert line2.startswith((f"lost the race: v3 took '{alias}' first; refused: v2",
+                                     "refused: v2")), res
+            assert "below holder v3's 0.9000" in line2 and res[3][1].startswith("promoted: v3 beats holder v1")
+        outcomes.append(code2)
+    print("v2 exit codes per round:", outcomes)

@@ -10,17 +10,16 @@ from mlflow import MlflowClient
 from pipeline.export.variants import load_variant
 from pipeline.registry.promotion import promote
 from pipeline.registry.pyfunc import encode_image
-from tests.export.chain import NAME, config, exported, registered
+from tests.helpers.chain import NAME
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, tiny_qwen2vl_dir):
-    cfg = config(tmp_path_factory, tiny_qwen2vl_dir)
-    return cfg, exported(tmp_path_factory, tiny_qwen2vl_dir), registered(tmp_path_factory, tiny_qwen2vl_dir)
+def stages(chain):
+    return chain.config(), chain.exported(), chain.registered()
 
 
-def test_versions_carry_budget_and_quality_tags(chain):
-    cfg, _, cards = chain
+def test_versions_carry_budget_and_quality_tags(stages):
+    cfg, _, cards = stages
     client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri)
     for name, card in cards.items():
         mv = client.get_model_version(NAME, str(card["registered"]["version"]))
@@ -36,8 +35,8 @@ def test_versions_carry_budget_and_quality_tags(chain):
     assert [c.name for c in info.signature.inputs.inputs] == ["query", "image"]
 
 
-def test_alias_resolves_to_a_pyfunc_that_encodes_like_the_variant(chain):
-    cfg, variants, cards = chain
+def test_alias_resolves_to_a_pyfunc_that_encodes_like_the_variant(stages):
+    cfg, variants, cards = stages
     client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri, registry_uri=cfg.tracking.tracking_uri)
     version = cards["quarter"]["registered"]["version"]
     decision = promote(client, NAME, "tiny", cfg.promote.tolerance, version=version)
@@ -55,12 +54,12 @@ def test_alias_resolves_to_a_pyfunc_that_encodes_like_the_variant(chain):
     assert torch.tensor(out[1]["vectors"]).shape == (1, 16)  # pool 4 on a 4 x 4 grid, dim 16
 
 
-def test_max_bytes_per_page_counts_precision(chain):
+def test_max_bytes_per_page_counts_precision(stages):
     """The bit variant stores the half variant's vectors in 1/16 of the bytes: a byte limit below every fp16
     variant promotes it, and the listing names its precision."""
     from pipeline.registry.promotion import describe
 
-    cfg, _, cards = chain
+    cfg, _, cards = stages
     client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri, registry_uri=cfg.tracking.tracking_uri)
     bits = cards["half-bin"]
     assert bits["bytes_per_page"] * 16 == cards["half"]["bytes_per_page"]

@@ -1,23 +1,20 @@
 """Serving's request path: a request without the expected columns, with both or neither, or not in a known format is a
 400 with one human-readable line (no stack trace, no paths); too many rows or bytes is a 413. First the checks
-alone, then a real `python -m pipeline.serve http` process (stopped by PID)."""
+alone, then the suite's model server (a real `python -m pipeline.serve http` process, tests/serve/conftest.py)."""
 
 import base64
 import json
-import sys
 import urllib.error
 import urllib.request
 
 import pytest
-from mlflow import MlflowClient
 from PIL import Image
 
-from pipeline.registry.promotion import promote
 from pipeline.registry.pyfunc import encode_image
 from pipeline.serve.http import BadRequest, check_request
-from tests.export.chain import NAME, config, registered
-from tests.registry.servers import free_port, process
+from tests.serve.conftest import LIMITS
 
+pytestmark = pytest.mark.xdist_group("model-server")
 JSON = "application/json"
 CASES = [  # (body, status, message)
     ({"dataframe_split": {"columns": ["qurey"], "data": [["ABC"]]}}, 400,
@@ -66,21 +63,8 @@ def _post(port: int, body: bytes) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_qwen2vl_dir):
-    cfg = config(tmp_path_factory, tiny_qwen2vl_dir)
-    cards = registered(tmp_path_factory, tiny_qwen2vl_dir)
-    client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri, registry_uri=cfg.tracking.tracking_uri)
-    promote(client, NAME, "guarded", 0.0, version=cards["quarter"]["registered"]["version"])
-    port = free_port()
-    cmd = [sys.executable, "-m", "pipeline.serve", "http", "--tracking-uri", cfg.tracking.tracking_uri, "--model",
-           NAME, "--alias", "guarded", "--port", str(port), "serve.max_rows=4", "serve.max_request_mb=0.05"]
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with process(cmd, f"http://127.0.0.1:{port}/ping", log, timeout=180):
-        yield port
-
-
-def test_live_server_answers_bad_requests_in_one_line(server):
+def test_live_server_answers_bad_requests_in_one_line(model_server):
+    server = model_server[0]
     for body, status, message in CASES:
         if status is None:
             code, answer = _post(server, json.dumps(body).encode())
@@ -91,10 +75,11 @@ def test_live_server_answers_bad_requests_in_one_line(server):
                                            "message": message})
 
 
-def test_live_server_limits_bytes_and_hides_model_errors(server):
-    big = json.dumps({"inputs": {"query": ["x" * 60_000]}}).encode()
+def test_live_server_limits_bytes_and_hides_model_errors(model_server):
+    server, limit = model_server[0], int(LIMITS["max_request_mb"] * 2**20)
+    big = json.dumps({"inputs": {"query": ["x" * limit]}}).encode()
     code, answer = _post(server, big)
-    assert code == 413 and answer["message"] == (f"the body has {len(big)} bytes, over the limit of 52428 bytes "
+    assert code == 413 and answer["message"] == (f"the body has {len(big)} bytes, over the limit of {limit} bytes "
                                                  "(serve.max_request_mb)")
     not_an_image = base64.b64encode(b"definitely not a png").decode()
     code, answer = _post(server, json.dumps({"inputs": [{"image": not_an_image}]}).encode())
@@ -104,4 +89,4 @@ def test_live_server_limits_bytes_and_hides_model_errors(server):
     code, answer = _post(server, json.dumps({"dataframe_split": {"columns": ["query", "image"],
                                                                  "data": [["ABC", None], [None, page]]}}).encode())
     assert code == 200 and [p["kind"] for p in answer["predictions"]] == ["query", "page"]
-    assert len(answer["predictions"][1]["vectors"][0]) == 16  # the quarter variant: dim 16
+    assert len(answer["predictions"][1]["vectors"][0]) == 32  # the half variant: dim 32

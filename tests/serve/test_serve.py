@@ -1,8 +1,7 @@
-"""Serving: a real `mlflow models serve` process (stopped by PID) answers with the same vectors as direct
-encoding; the index/search commands return the brute-force top-k and refuse an index of another version."""
+"""Serving: the suite's model server (a real `python -m pipeline.serve http` process) answers with the same vectors
+as direct encoding; the index/search commands return the brute-force top-k and refuse an index of another version."""
 
 import json
-import os
 import urllib.request
 
 import pytest
@@ -15,43 +14,35 @@ from pipeline.export.variants import load_variant
 from pipeline.registry.promotion import promote
 from pipeline.registry.pyfunc import encode_image
 from pipeline.serve.__main__ import main as serve_main
-from tests.export.chain import NAME, config, exported, registered, trained
-from tests.model.reference import ref_maxsim
-from tests.model.test_precision import half, hand_bin
-from tests.registry.servers import free_port, process
+from tests.helpers.chain import NAME
+from tests.helpers.reference import ref_maxsim
+from tests.helpers.reference import half, hand_bin
 
+pytestmark = pytest.mark.xdist_group("model-server")
 ALIAS = "serving"
 ALIASES = {"half": ALIAS, "half-bin": "serving-bin"}  # the same weights, page vectors stored at fp16 / as bits
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, tiny_qwen2vl_dir):
-    cfg = config(tmp_path_factory, tiny_qwen2vl_dir)
-    cards = registered(tmp_path_factory, tiny_qwen2vl_dir)
+def served(chain):
+    cfg = chain.config()
+    cards = chain.registered()
     client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri, registry_uri=cfg.tracking.tracking_uri)
     for variant, alias in ALIASES.items():
         promote(client, NAME, alias, 0.0, version=cards[variant]["registered"]["version"])
-    retriever, _ = load_variant(exported(tmp_path_factory, tiny_qwen2vl_dir)["half"][0])
-    return cfg, client, cards, retriever, trained(tmp_path_factory, tiny_qwen2vl_dir)[1]
+    retriever, _ = load_variant(chain.exported()["half"][0])
+    return cfg, client, cards, retriever, chain.shards
 
 
-def test_http_serving_matches_direct_encoding(served, tmp_path):
-    cfg, _, _, retriever, _ = served
-    port = free_port()
-    cmd = ["mlflow", "models", "serve", "-m", f"models:/{NAME}@{ALIAS}", "--env-manager", "local",
-           "--host", "127.0.0.1", "--port", str(port)]
+def test_http_serving_matches_direct_encoding(model_server):
+    port, retriever = model_server
     images = [Image.new("RGB", (112, 112), "white"), Image.effect_noise((168, 112), 40).convert("RGB")]
     body = {"dataframe_split": {"columns": ["query", "image"], "data": [
         ["ABC", None], [None, encode_image(images[0])], [None, encode_image(images[1])], ["find XYZ", None]]}}
-    env = {"MLFLOW_TRACKING_URI": cfg.tracking.tracking_uri}
-    with process(cmd, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", timeout=180, env=env) as proc:
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as r:
-            preds = json.loads(r.read())["predictions"]
-        pid = proc.pid
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)  # stopped
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        preds = json.loads(r.read())["predictions"]
     want = [retriever.embed(queries=["ABC"])[0], *retriever.embed(pages=images),
             retriever.embed(queries=["find XYZ"])[0]]
     assert [p["kind"] for p in preds] == ["query", "page", "page", "query"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm.cluster import LocalSlurm, ensure_installed
+from tests.helpers.slurm_cluster import LocalSlurm, ensure_installed
 
 ROOT = Path(__file__).resolve().parents[2]
 

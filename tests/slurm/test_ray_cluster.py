@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from tests.slurm.jobs import FINAL, ROOT, batch_log, node_logs
+from tests.helpers.slurm_jobs import FINAL, ROOT, batch_log, node_logs
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 
 def _free_ports(n: int) -> list[int]:

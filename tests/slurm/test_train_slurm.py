@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.slurm.jobs import FINAL, batch_log, node_logs, read_jsonl, submit
-from tests.train.launch import final_weights
+from tests.helpers.slurm_jobs import FINAL, batch_log, node_logs, read_jsonl, submit
+from tests.helpers.training import final_weights
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 STEPS = 4  # USR1 after step 1; the stop is agreed in a later step's flags all-reduce
 
 
@@ -29,7 +29,7 @@ def _overrides(model: Path, shards: Path, out: Path) -> str:
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    from tests.data.synthetic import write_shards
+    from tests.helpers.shards import write_shards
 
     return write_shards(tmp_path_factory.mktemp("slurm-shards"), n_pages=64, shard_size=8)
 

@@ -22,7 +22,7 @@ from pipeline.train import dist
 from pipeline.train.engine import build_engine
 from pipeline.train.gradcache import GradCache
 from pipeline.train.step import Encoder, StepContext, train_step
-from tests.train import qwen_case
+from tests.helpers import qwen_case
 
 
 def gathered_state(engine) -> dict[str, torch.Tensor]:

@@ -7,10 +7,12 @@ import sys
 
 import pytest
 
-from tests.data.corrupt import first_key, flip_image_bytes
-from tests.data.synthetic import write_shards
-from tests.train.launch import run
-from tests.train.test_train_e2e import ENV, write_config
+from tests.helpers.corrupt import first_key, flip_image_bytes
+from tests.helpers.shards import write_shards
+from tests.helpers.procs import run
+from tests.helpers.training import ENV, write_config
+
+pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
 
 
 @pytest.fixture(scope="module")

@@ -1,30 +1,31 @@
 """Through the real `python -m pipeline.train`: a broken latest checkpoint is skipped with a warning naming it and the
 run resumes from the older complete one (never from step 0); with none complete the command refuses in one line,
-touching nothing; a crash ends the MLflow run FAILED, and a fresh start opens a fresh run. Artifacts land beside
-the tracking store, never in the working directory."""
+touching nothing (both on a copy of the suite's reference run); a crash ends the MLflow run FAILED, and a fresh
+start opens a fresh run. Artifacts land beside the tracking store, never in the working directory."""
 
 import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.data.synthetic import write_shards
-from tests.train.launch import ROOT
-from tests.train.test_train_e2e import metrics, write_config
+from tests.helpers.procs import ROOT, torchrun_cmd
+from tests.helpers.reference_run import STEPS
+from tests.helpers.shards import write_shards
+from tests.helpers.training import copy_run, metrics, write_config
+
+pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
 
 MODEL = "zero_pp_rank_0_mp_rank_00_model_states.pt"
 
 
-def train(cfg: Path, cwd: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, float]:
-    t0 = time.perf_counter()
+def train(cfg: Path, cwd: Path, *overrides: str, ranks: int = 1) -> subprocess.CompletedProcess:
     ds = f"train.deepspeed_config={ROOT / 'deepspeed_configs' / 'zero3.json'}"  # cwd is not the checkout
-    res = subprocess.run([sys.executable, "-m", "pipeline.train", "--config", str(cfg), ds, *overrides], cwd=cwd,
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return res, time.perf_counter() - t0
+    cmd = torchrun_cmd(ranks, "-m", "pipeline.train") if ranks > 1 else [sys.executable, "-m", "pipeline.train"]
+    return subprocess.run([*cmd, "--config", str(cfg), ds, *overrides], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def mlflow_run(out: Path):
@@ -39,37 +40,40 @@ def shards(tmp_path_factory):
     return write_shards(tmp_path_factory.mktemp("shards") / "s", n_pages=8, shard_size=8)
 
 
-def test_broken_latest_is_skipped_and_none_complete_refuses(tmp_path, tiny_qwen2vl_dir, shards):
-    cfg = write_config(tmp_path, "run", tiny_qwen2vl_dir, shards, steps=4, checkpoint_every=2, keep_checkpoints=2)
+def test_broken_latest_is_skipped_and_none_complete_refuses(reference_run, tmp_path):
+    """A copy of the reference run (2 ranks, checkpoints step-10 and step-12): a truncated file in step-12 makes the
+    re-run resume from step-10 and finish in the same MLflow run; with no complete checkpoint left, one line and
+    nothing touched, before the model or DeepSpeed starts."""
+    cfg = copy_run(reference_run, tmp_path, "run")
     out, ckpts = tmp_path / "run", tmp_path / "run" / "checkpoints"
-    first, _ = train(cfg, tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-00000002", "step-00000004"]
+    last, before_last = f"step-{STEPS:08d}", f"step-{STEPS - 2:08d}"
+    assert sorted(p.name for p in ckpts.glob("step-*")) == [before_last, last]
     run_id = mlflow_run(out).info.run_id
 
-    (ckpts / "step-00000004" / MODEL).write_bytes((ckpts / "step-00000004" / MODEL).read_bytes()[:100])
-    again, _ = train(cfg, tmp_path)
+    (ckpts / last / MODEL).write_bytes((ckpts / last / MODEL).read_bytes()[:100])
+    again = train(cfg, tmp_path, ranks=2)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (f"skipped incomplete checkpoint step-00000004 ({MODEL} has 100 bytes" in again.stderr
-            and "resuming from step-00000002" in again.stderr), again.stderr[-3000:]
-    assert "resumed from" in again.stderr and "(step 2)" in again.stderr
-    assert max(metrics(out)) == 4 and mlflow_run(out).info.run_id == run_id  # continued, not restarted
-    assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-00000002", "step-00000004"]
+    assert (f"skipped incomplete checkpoint {last} ({MODEL} has 100 bytes" in again.stderr
+            and f"resuming from {before_last}" in again.stderr), again.stderr[-3000:]
+    assert "resumed from" in again.stderr and f"(step {STEPS - 2})" in again.stderr
+    assert max(metrics(out)) == STEPS and mlflow_run(out).info.run_id == run_id  # continued, not restarted
+    assert sorted(p.name for p in ckpts.glob("step-*")) == [before_last, last]
+    assert "attention:" in again.stderr  # the model's load is logged (the refusal below must not get this far)
 
-    (ckpts / "step-00000004" / "trainer_state.json").unlink()
-    (ckpts / "step-00000002" / MODEL).write_bytes(b"")
-    (ckpts / "latest").write_text("step-00000009")
+    (ckpts / last / "trainer_state.json").unlink()
+    (ckpts / before_last / MODEL).write_bytes(b"")
+    (ckpts / "latest").write_text("step-00000099")
     before = sorted(str(p.relative_to(ckpts)) for p in ckpts.rglob("*"))
-    refused, took = train(cfg, tmp_path, "train.steps=6")
+    refused = train(cfg, tmp_path, f"train.steps={STEPS + 2}")
     assert refused.returncode == 1
     errors = [line for line in refused.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "no complete checkpoint in" in errors[0], refused.stderr[-3000:]
-    for why in ("step-00000009 (missing)", "step-00000004 (trainer_state.json is missing)",
-                f"step-00000002 ({MODEL} has 0 bytes"):
+    for why in ("step-00000099 (missing)", f"{last} (trainer_state.json is missing)",
+                f"{before_last} ({MODEL} has 0 bytes"):
         assert why in errors[0]
     assert "Traceback" not in refused.stderr and "Refusing to restart from step 0" in errors[0]
     assert sorted(str(p.relative_to(ckpts)) for p in ckpts.rglob("*")) == before  # nothing pruned or written
-    assert took < 30, took  # decided before the model and DeepSpeed start
+    assert "attention:" not in refused.stderr  # decided before any model loads (it logs its attention kernel)
 
 
 def _bad_shards(base: Path) -> Path:
@@ -101,13 +105,13 @@ def test_crash_marks_failed_and_a_fresh_start_is_a_fresh_run(tmp_path, tiny_qwen
     bad = _bad_shards(tmp_path / "bad")
     cfg = write_config(tmp_path, "run", tiny_qwen2vl_dir, bad, steps=2, checkpoint_every=10)
     out = tmp_path / "run"
-    crashed, _ = train(cfg, cwd)
+    crashed = train(cfg, cwd)
     assert crashed.returncode == 1 and "the image does not decode" in crashed.stderr  # one line, no traceback
     failed = mlflow_run(out)
     assert failed.info.status == "FAILED", failed.info.status
     assert failed.data.params["data.shards"] == str(bad)
 
-    fixed, _ = train(cfg, cwd, f"data.shards={shards}")
+    fixed = train(cfg, cwd, f"data.shards={shards}")
     assert fixed.returncode == 0, fixed.stderr[-3000:]
     fresh = mlflow_run(out)
     assert fresh.info.run_id != failed.info.run_id and fresh.info.status == "FINISHED"

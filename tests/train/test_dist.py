@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from pipeline.train import dist
-from tests.train.launch import run, torchrun_cmd
+from tests.helpers.procs import run, torchrun_cmd
+
+pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
 
 
 def test_env_from_each_launcher():

@@ -9,7 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pipeline.procs import free_port
+
+pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = """

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.train.gradcache import GradCache, PlainEncoding, RngState, chunk_slices
-from tests.train.toy import ToyRetriever, global_batch, toy_loss
+from tests.helpers.toy import ToyRetriever, global_batch, toy_loss
 
 
 def _encode(model):

@@ -10,7 +10,7 @@ from pipeline.model.budgets import Budget, budget_grid, full_budget
 from pipeline.model.pooling import normalize
 from pipeline.model.vectors import MultiVector
 from pipeline.train.loss import matryoshka_loss, select_budgets
-from tests.model.reference import ref_maxsim, ref_page, unit
+from tests.helpers.reference import ref_maxsim, ref_page, unit
 
 EXITS, WIDTHS, POOLS = [1, 2], [8, 4], [1, 2]
 PAGE_GRIDS = [(2, 3), (3, 3), (2, 2), (1, 4), (3, 2)]  # 5 pages: 3 queries' positives + 2 hard negatives
@@ -174,7 +174,7 @@ def test_qat_budgets_follow_the_selection():
 def test_qat_is_straight_through(precision):
     """At a quantised budget the loss is the loss over hand-quantised pages (plain-Python reference), and the
     gradient reaching the float page vectors is the gradient the quantised values would get (identity STE)."""
-    from tests.model.test_precision import hand_bin, hand_int8
+    from tests.helpers.reference import hand_bin, hand_int8
 
     hand = {"bin": hand_bin, "int8": hand_int8}[precision]
     q, p = make_inputs(4)

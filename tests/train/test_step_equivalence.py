@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.train.optim import WarmupCosine
-from tests.train import qwen_case
-from tests.train.launch import ROOT, run, torchrun_cmd
+from tests.helpers import qwen_case
+from tests.helpers.procs import ROOT, run, torchrun_cmd
 
 LR, STEPS = 0.005, 4
 LAUNCHES = {  # (zero stage, ranks) -> modes; a mode is name[:chunk] (see _step_worker)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.slurm.cluster import LocalSlurm
+from tests.helpers.slurm_cluster import LocalSlurm
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "slurm" / "train_8node.sh"

@@ -21,6 +21,7 @@ def vision_blocks(backbone) -> list:
 def saved_bytes(retriever, pages) -> dict[str, float]:
     """{"text0": bytes, "text1": ..., "vision0": ..., "other": ...} saved during retriever.encode_pages(pages)."""
     stack, seen, acc = ["other"], set(), collections.Counter()
+    kept = []  # every saved tensor stays alive until the end, so no storage address is freed and reused meanwhile
     params = {p.untyped_storage().data_ptr() for p in retriever.parameters()}
     handles = []
     modules = [(f"text{i}", m) for i, m in enumerate(bb.language_model(retriever.backbone).layers)]
@@ -40,6 +41,7 @@ def saved_bytes(retriever, pages) -> dict[str, float]:
         if key not in params and key not in seen:
             seen.add(key)
             acc[stack[-1]] += t.untyped_storage().nbytes()
+        kept.append(t)
         return t
 
     try:

@@ -1,6 +1,6 @@
 """Run in a fresh process: load each variant directory alone, encode pages and queries, save the vectors.
 
-    python tests/export/_load_variant.py PAGES_DIR OUT_DIR VARIANT_DIR...   (writes OUT_DIR/<variant name>.safetensors)
+    python tests/helpers/load_variant_worker.py PAGES_DIR OUT_DIR VARIANT_DIR...   (writes OUT_DIR/<variant name>.safetensors)
 Also records which heavy modules got imported: DeepSpeed and the training code (anything of pipeline.train but
 its config section) must not be, by the variant or by the evaluation/export/serving modules."""
 

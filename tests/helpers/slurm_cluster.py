@@ -2,7 +2,7 @@
 
 Everything lives under one state directory: its own munge key and socket, slurm.conf, spool and logs, so
 nothing touches /etc or a system munged. Clients (`sbatch`, `squeue`, ...) find it through `SLURM_CONF`,
-which `LocalSlurm.env()` sets. Every wait has a timeout. `python -m tests.slurm.cluster DIR` starts one
+which `LocalSlurm.env()` sets. Every wait has a timeout. `python -m tests.helpers.slurm_cluster DIR` starts one
 by hand (Ctrl-C stops it), for trying `slurm/*.sh` before a real cluster.
 """
 
