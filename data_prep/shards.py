@@ -1,8 +1,9 @@
 """The render job's shard plan: split by document, page -> shard plan, rejects, keeping shards of an earlier run.
 
 The shard format itself is owned by pipeline/layout/ (names, manifest, verification: shards.py; the tar layout:
-tars.py); this module plans and writes through it. Everything here is deterministic: the same documents and settings give the
-same plan, the same tar bytes and the same manifest, so a re-run can keep every shard whose checksum still matches.
+tars.py); this module plans and writes through it. Everything here is deterministic: the same documents and
+settings give the same plan, the same tar bytes and the same manifest, so a re-run can keep every shard whose
+checksum still matches.
 """
 
 from __future__ import annotations

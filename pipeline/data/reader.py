@@ -166,7 +166,8 @@ class ShardPages:
             for sample in read_shard(shard):  # the bytes read are checked again against the same sha256
                 if self.max_pages is not None and i >= self.max_pages:
                     return
-                yield Page(sample.key, decode_sample_image(sample.image, shard.path, sample.key), queries_of(sample.meta))
+                image = decode_sample_image(sample.image, shard.path, sample.key)
+                yield Page(sample.key, image, queries_of(sample.meta))
                 i += 1
 
 

@@ -233,6 +233,6 @@ def verify_dir(shard_dir: str | Path) -> tuple[dict, list[str]]:
 
 
 __all__ = ["IMAGE_EXTS", "MANIFEST", "META_EXT", "PARTIAL", "REJECTS", "SPLITS", "ManifestError", "ShardError",
-           "ShardInfo", "build_manifest", "check_name", "check_size", "error_line", "json_bytes",
-           "read_manifest", "sample_key", "shard_list_fingerprint", "shard_name", "split_shards", "verify_dir", "verify_shard", "verify_walk",
-           "write_manifest"]
+           "ShardInfo", "build_manifest", "check_name", "check_size", "error_line", "json_bytes", "read_manifest",
+           "sample_key", "shard_list_fingerprint", "shard_name", "split_shards", "verify_dir", "verify_shard",
+           "verify_walk", "write_manifest"]

@@ -39,7 +39,8 @@ def test_model_types_map_to_their_family_and_unknown_ones_are_refused():
 
 def _inputs(pixels: torch.Tensor | None) -> EncoderInputs:
     ids = torch.ones(2, 5, dtype=torch.long)
-    return EncoderInputs(ids, torch.ones_like(ids), torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.bool),
+    index, mask = torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.bool)
+    return EncoderInputs(ids, torch.ones_like(ids), index, mask,
                          pixel_values=pixels, image_grid_thw=None if pixels is None else torch.tensor([[1, 2, 2]] * 2),
                          token_type_ids=torch.zeros_like(ids))
 

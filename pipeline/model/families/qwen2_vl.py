@@ -14,7 +14,7 @@ NORM = "rms"  # the decoder's norm, as the plan counts its saved activations
 VISION_DEPTH = "depth"  # the vision config's block count
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
             "<|video_pad|>"]
-TOKENS = {"pad_token": "<|endoftext|>", "eos_token": "<|im_end|>"}  # the roles of a locally trained tokenizer's specials
+TOKENS = {"pad_token": "<|endoftext|>", "eos_token": "<|im_end|>"}  # roles of a local tokenizer's specials
 _IMAGE_IDS = (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
               ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))
 
