@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script from a checkout that is not ins
 from data_prep import pages, shards, sources
 from data_prep.config import RenderConfig
 from pipeline.cli import Command, flag, parse_cli
+from pipeline.layout.lock import DirectoryInUse, claim
 from pipeline.logs import setup_logging
 
 log = logging.getLogger("data_prep.render")
@@ -179,9 +180,14 @@ def make_shards(todo: list[shards.ShardPlan], settings: dict, out_dir: Path, cfg
 
 
 def render(cfg: RenderConfig) -> dict:
-    """Run the whole job; returns the manifest (also written to <output>/manifest.json)."""
+    """Run the whole job holding the output directory's lock (DirectoryInUse: another job holds it); returns the
+    manifest (also written to <output>/manifest.json)."""
     out_dir = Path(cfg.output).expanduser().resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with claim(out_dir, "render job"):  # two jobs writing one directory would overwrite each other's shards
+        return _render(cfg, out_dir)
+
+
+def _render(cfg: RenderConfig, out_dir: Path) -> dict:
     settings = pages.render_settings(cfg)
     items, qfile = sources.discover(cfg.input, cfg.queries)
     items, bad_names = sources.reject_unencodable(items)
@@ -232,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     try:
         render(cfg.render)
+    except DirectoryInUse as e:
+        log.error("%s", e)
+        raise SystemExit(1) from None
     finally:
         shutdown()
 

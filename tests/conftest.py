@@ -44,6 +44,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_tracking_uri_restored():
+    """A test that points MLflow's process-wide tracking URI somewhere (a server, a store) leaves it as it was:
+    the next test, whichever it is, starts from the same global state."""
+    import sys
+
+    mlflow = sys.modules.get("mlflow")
+    before = mlflow.get_tracking_uri() if mlflow else None
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow and mlflow.get_tracking_uri() != before:
+        mlflow.set_tracking_uri(before)
+
+
 @pytest.fixture(scope="session")
 def shared_dir(tmp_path_factory) -> Path:
     """A directory every xdist worker of this session sees (the session's base temp dir without xdist)."""

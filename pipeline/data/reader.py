@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from pipeline.layout.shards import (IMAGE_EXTS, META_EXT, ShardError, ShardInfo, shard_list_fingerprint, split_shards,
-                                    verify_shard, verify_walk)
+from pipeline.layout.shards import (IMAGE_EXTS, META_EXT, ShardError, ShardInfo, split_shards, verified_fingerprint,
+                                    verify_walk)
 from pipeline.layout.tars import walk_tar
 
 OnBad = Callable[[ShardError], None]
@@ -153,11 +153,9 @@ class ShardPages:
 
     def __init__(self, shard_dir: str | Path, split: str, max_pages: int | None = None):
         self.shards = split_shards(shard_dir, split)
-        for shard in self.shards:
-            verify_shard(shard)
         self.max_pages = max_pages
         self.name = f"{Path(shard_dir).resolve()}:{split}"
-        self.fingerprint = with_limit(shard_list_fingerprint(self.shards), max_pages)
+        self.fingerprint = with_limit(verified_fingerprint(self.shards), max_pages)
         self.num_pages = min(sum(s.samples for s in self.shards), max_pages or 1 << 62)
 
     def pages(self) -> Iterator[Page]:

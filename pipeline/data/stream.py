@@ -30,6 +30,10 @@ from pipeline.data.reader import decode_sample_image, queries_of, read_member, s
 from pipeline.layout.shards import ShardError, ShardInfo, shard_list_fingerprint
 
 log = logging.getLogger(__name__)
+# What a checkpointed stream position depends on, and the setting that changes it.
+RESUME_SETTINGS = {"global_batch": "data.global_batch", "seed": "data.seed",
+                   "fingerprint": "the data (data.shards/data.split: shard names, sizes, sha256)",
+                   "samples": "the number of trainable samples (data.skip_bad_samples)"}
 
 
 @dataclass(frozen=True)
@@ -141,11 +145,20 @@ class TrainStream(torch.utils.data.IterableDataset):
         return {"step": self.start_step, "seed": self.seed, "global_batch": self.global_batch,
                 "samples": len(self.refs), "fingerprint": self.fingerprint}
 
+    def resume_problem(self, state: dict) -> str | None:
+        """Why this stream cannot continue from the checkpointed position `state` (other data, seed or global
+        batch: the batches would not be the ones the run was seeing), naming the setting; None when it can."""
+        now = self.state_dict()
+        for key, setting in RESUME_SETTINGS.items():
+            if state.get(key) != now[key]:
+                return f"{setting} was {state.get(key)!r} at the checkpoint, now {now[key]!r}"
+        return None
+
     def load_state_dict(self, state: dict) -> None:
         """Continue from a checkpoint's position; refuses different data, seed or global batch."""
-        for k in ("seed", "global_batch", "samples", "fingerprint"):
-            if state[k] != self.state_dict()[k]:
-                raise ValueError(f"cannot resume the stream: {k} was {state[k]!r}, now {self.state_dict()[k]!r}")
+        why = self.resume_problem(state)
+        if why:
+            raise ValueError(f"cannot resume the stream: {why}")
         self.start_step = int(state["step"])
 
     def _read(self, ref: SampleRef) -> Image.Image:

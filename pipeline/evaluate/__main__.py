@@ -39,7 +39,9 @@ def run(cfg: Config) -> dict:
     retriever = Retriever.from_pretrained(model_dir, cfg.model.saved_at(model_dir))
     e = cfg.eval
     grid = retriever_grid(retriever, cfg.model.widths, cfg.model.pools, e.precisions)
-    results = evaluate_budgets(retriever, eval_set, grid, e.batch_size, e.run_depth, e.timing_pages, e.progress)
+    cascades = [[(b.resolve(retriever.exits, retriever.dim), n) for b, n in c] for c in e.cascades]
+    results = evaluate_budgets(retriever, eval_set, grid, e.batch_size, e.run_depth, e.timing_pages, e.progress,
+                               cascades)
     results.update(model=str(model_dir.resolve()), model_stamp=model_stamp(model_dir))
     run_info = paths.run.read_run_json()
     results["source_run"] = run_info["mlflow_run_id"] if run_info else None

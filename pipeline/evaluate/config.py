@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from pipeline.configlib import FieldError, NonNegInt, PosInt, Section
-from pipeline.model.config import PRECISIONS, Precision
+from pipeline.model.config import PRECISIONS, Precision, StageField
 
 
 class EvalConfig(Section):
@@ -31,6 +31,10 @@ class EvalConfig(Section):
     """Pages kept per query in the ranked run (the metrics need 10)."""
     precisions: list[Precision] = list(PRECISIONS)
     """Page-vector precisions of the grid (each budget at each; pipeline/model/precision.py)."""
+    cascades: list[list[StageField]] = []
+    """Cascades scored beside the grid (rows in results.json "cascades"): each [[budget, limit], ..., [budget, n]],
+    the first stage ranking every page, each later one re-ranking the previous stage's pages (serve.cascade's
+    semantics, exact)."""
     timing_pages: NonNegInt = 16
     """Pages encoded per exit to time encoding (0: no timing)."""
     log_mlflow: bool = True

@@ -1,10 +1,12 @@
 """Evaluate one retriever over a grid of budgets: encode pages and queries once at every needed exit, apply each
 (width, pool), store pages at each precision, score with masked MaxSim from the stored codes, rank, and measure
-quality (pytrec_eval), bytes/page and encode time."""
+quality (pytrec_eval), bytes/page and encode time; and cascades over those budgets (cheap candidates re-ranked at
+larger budgets), with their ms/query."""
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import torch
@@ -79,19 +81,47 @@ def encode_eval_set(retriever, eval_set, exits: list[int], batch_size: int, keep
     return Encoded(keys, pages, queries, qids, qrels, sample, texts[:keep])
 
 
-def run_for_budget(enc: Encoded, budget: Budget, depth: int) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
-    """The ranked run at `budget` ({qid: {page key: score}}, top `depth` per query) and the stored vector count
-    per page [P]. Page vectors are stored at the budget's precision and scored from those codes, so the scores
-    are those a stored index gives."""
+def scores_at(enc: Encoded, budget: Budget) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every query's score for every page at `budget` [Q, P] and the stored vector count per page [P]. Page
+    vectors are stored at the budget's precision and scored from those codes, so the scores are those a stored
+    index gives."""
     p = apply_budget(enc.pages[budget.layers], budget.dim, budget.pool)
     q = apply_budget(enc.queries[budget.layers], budget.dim, 1)
-    scores = maxsim_chunked(q, StoredPages.of(p, budget.precision))  # [Q, P]
-    k = min(depth, scores.shape[1])
-    top_s, top_i = scores.topk(k, dim=1)
-    run = {}
-    for qid, s_row, i_row in zip(enc.qids, top_s.tolist(), top_i.tolist()):
-        run[qid] = {enc.page_keys[i]: s for i, s in zip(i_row, s_row)}
-    return run, p.mask.sum(1)
+    return maxsim_chunked(q, StoredPages.of(p, budget.precision)), p.mask.sum(1)
+
+
+def stored_counts(enc: Encoded, budget: Budget) -> torch.Tensor:
+    """Vectors each page stores at `budget` [P]."""
+    return apply_budget(enc.pages[budget.layers], budget.dim, budget.pool).mask.sum(1)
+
+
+def ranked_run(enc: Encoded, top_s: torch.Tensor, top_i: torch.Tensor) -> dict[str, dict[str, float]]:
+    """{qid: {page key: score}} from per-query scores and page indices [Q, k]."""
+    return {qid: {enc.page_keys[i]: s for i, s in zip(i_row, s_row)}
+            for qid, s_row, i_row in zip(enc.qids, top_s.tolist(), top_i.tolist())}
+
+
+def run_for_budget(enc: Encoded, budget: Budget, depth: int) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
+    """The ranked run at `budget` ({qid: {page key: score}}, top `depth` per query) and the stored vector count
+    per page [P]."""
+    scores, counts = scores_at(enc, budget)
+    top_s, top_i = scores.topk(min(depth, scores.shape[1]), dim=1)
+    return ranked_run(enc, top_s, top_i), counts
+
+
+def run_cascade(enc: Encoded, stages: list[tuple[Budget, int]]) -> tuple[dict, float]:
+    """The ranked run of a cascade (the first stage keeps its `limit` best pages of all, each later stage its
+    `limit` best of the previous stage's, at its own budget) and its scoring time per query in ms."""
+    began = time.perf_counter()
+    keep = None  # [Q, n] page indices the previous stage kept
+    for budget, limit in stages:
+        scores, _ = scores_at(enc, budget)
+        if keep is not None:
+            scores = scores.gather(1, keep)
+        top_s, order = scores.topk(min(limit, scores.shape[1]), dim=1)
+        keep = order if keep is None else keep.gather(1, order)
+    ms = 1e3 * (time.perf_counter() - began) / max(len(enc.qids), 1)
+    return ranked_run(enc, top_s, keep), ms
 
 
 @torch.no_grad()
@@ -110,10 +140,13 @@ def time_exits(retriever, images: list, texts: list[str], exits: list[int], repe
 
 
 def evaluate_budgets(retriever, eval_set, budgets: list[Budget], batch_size: int = 16, depth: int = 100,
-                     timing_pages: int = 16, progress: bool = True) -> dict:
+                     timing_pages: int = 16, progress: bool = True, cascades: list | None = None) -> dict:
     """Quality and cost of every budget on `eval_set` -> {"eval_set", "eval_fingerprint", "pages", "queries",
-    "rows": [one dict per budget: budget, layers, dim, pool, precision, metrics, bytes_per_page, ...]}."""
-    exits = sorted({b.layers for b in budgets})
+    "rows": [one dict per budget: budget, layers, dim, pool, precision, metrics, bytes_per_page, ...],
+    "cascades": [one dict per cascade: name, stages, metrics, bytes_per_page (every stage's budget stored),
+    ms_per_query (scoring)]}."""
+    cascades = cascades or []
+    exits = sorted({b.layers for b in budgets} | {b.layers for c in cascades for b, _ in c})
     retriever.eval()
     enc = encode_eval_set(retriever, eval_set, exits, batch_size, keep=timing_pages, progress=progress)
     timing = time_exits(retriever, enc.sample_images, enc.sample_texts, exits) if timing_pages > 0 else {}
@@ -127,4 +160,16 @@ def evaluate_budgets(retriever, eval_set, budgets: list[Budget], batch_size: int
         rows.append(row)
         log.info("%s nDCG@5 %.4f  %.0f bytes/page", b, row["ndcg_at_5"], row["bytes_per_page"])
     return {"eval_set": eval_set.name, "eval_fingerprint": eval_set.fingerprint, "pages": len(enc.page_keys),
-            "queries": len(enc.qids), "rows": rows}
+            "queries": len(enc.qids), "rows": rows, "cascades": [cascade_row(enc, c) for c in cascades]}
+
+
+def cascade_row(enc: Encoded, stages: list[tuple[Budget, int]]) -> dict:
+    """One cascade's row: its name ("L4-d128-page:20 > L4-d128-p1:10"), stages, metrics, bytes/page of the
+    budgets it stores, ms/query."""
+    run, ms = run_cascade(enc, stages)
+    stored = {b for b, _ in stages}
+    row = {"cascade": " > ".join(f"{b}:{n}" for b, n in stages), "stages": [[str(b), n] for b, n in stages],
+           **mean_metrics(run, enc.qrels), "ms_per_query": ms,
+           "bytes_per_page": sum(bytes_per_page(stored_counts(enc, b), b.dim, b.precision) for b in stored)}
+    log.info("cascade %s nDCG@5 %.4f  %.2f ms/query", row["cascade"], row["ndcg_at_5"], ms)
+    return row

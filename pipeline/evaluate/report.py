@@ -55,6 +55,12 @@ def write_tables(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
         cells = [_fmt(r.get(c, "")) for c in cols]
         cells[0] += " *" if r["budget"] in front else ""
         lines.append("| " + " | ".join(cells) + " |")
+    cascades = results.get("cascades") or []
+    if cascades:
+        cols = ["cascade", "ndcg_at_5", "ndcg_at_10", "recall_at_10", "bytes_per_page", "ms_per_query"]
+        lines += ["", "Cascades (each stage re-ranks the previous stage's pages; bytes/page: every stage's budget "
+                      "stored):", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in cascades]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     return out / "results.md", out / "results.csv"
 

@@ -215,6 +215,14 @@ def verify_shard(info: ShardInfo) -> None:
     verify_walk(info, sha, size, len(samples))
 
 
+def verified_fingerprint(shards: list[ShardInfo]) -> str:
+    """The shard-list fingerprint of `shards` after every shard's bytes were read and checked against its entry
+    (ShardError naming the first that differs): the id of content that was verified, not just listed."""
+    for shard in shards:
+        verify_shard(shard)
+    return shard_list_fingerprint(shards)
+
+
 def verify_dir(shard_dir: str | Path) -> tuple[dict, list[str]]:
     """(manifest, problems): every entry's name, size, sha256 and sample count, and the split totals."""
     manifest, infos = read_manifest(shard_dir)
@@ -234,5 +242,5 @@ def verify_dir(shard_dir: str | Path) -> tuple[dict, list[str]]:
 
 __all__ = ["IMAGE_EXTS", "MANIFEST", "META_EXT", "PARTIAL", "REJECTS", "SPLITS", "ManifestError", "ShardError",
            "ShardInfo", "build_manifest", "check_name", "check_size", "error_line", "json_bytes", "read_manifest",
-           "sample_key", "shard_list_fingerprint", "shard_name", "split_shards", "verify_dir", "verify_shard",
-           "verify_walk", "write_manifest"]
+           "sample_key", "shard_list_fingerprint", "shard_name", "split_shards", "verified_fingerprint", "verify_dir",
+           "verify_shard", "verify_walk", "write_manifest"]

@@ -10,8 +10,25 @@ from typing import Iterable, Literal
 Precision = Literal["fp16", "int8", "bin"]  # how page vectors are stored: pipeline/model/precision.py
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
+# The coarsest level of the count axis: one vector per page, the mean of all its vectors. A pool factor at least the
+# grid's side averages the whole grid in one cell, so the pooling code needs no special case for it.
+PAGE = 1 << 16
 # Pool levels spelt by a name instead of p<factor> (pool value -> token); a new level of the count axis is one entry.
-POOL_NAMES: dict[int, str] = {}
+POOL_NAMES: dict[int, str] = {PAGE: "page"}
+
+
+def pool_of(value: int | str) -> int:
+    """A pool factor from the config: an integer >= 1, or a level's name ("page")."""
+    pool = next((p for p, name in POOL_NAMES.items() if name == value), None) if isinstance(value, str) else value
+    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+        raise ValueError(f"a pool is an integer >= 1 or one of {', '.join(map(repr, POOL_NAMES.values()))}, "
+                         f"got {value!r}")
+    return pool
+
+
+def pool_token(pool: int) -> int | str:
+    """How a pool factor is written in a config: its level's name, else the integer."""
+    return POOL_NAMES.get(pool, pool)
 
 _EXAMPLES = "like 'L4-d128-p1', 'L2-d32-p2-bin', 'd32-p2' (the deepest exit) or 'full'"
 

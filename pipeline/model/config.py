@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PlainSerializer, PlainValidator, model_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, PlainValidator, model_validator
 
 from pipeline.configlib import FieldError, NonNegInt, PosInt, Section
-from pipeline.model.budgets import PRECISIONS, Budget, Precision
+from pipeline.model.budgets import PRECISIONS, Budget, Precision, pool_of, pool_token
 
-__all__ = ["PRECISIONS", "BudgetField", "LoraConfig", "ModelConfig", "Precision"]
+__all__ = ["PRECISIONS", "BudgetField", "LoraConfig", "ModelConfig", "PoolField", "Precision", "StageField"]
 
 
 def _budget(value: Any) -> Budget:
@@ -19,6 +19,10 @@ def _budget(value: Any) -> Budget:
 
 # A budget in the config: written as text ("L2-d32-p2-bin", "d32-p2", "full"), held as a parsed Budget.
 BudgetField = Annotated[Budget, PlainValidator(_budget), PlainSerializer(str, return_type=str)]
+# One stage of a cascade search, written [budget, limit] (how many pages the stage keeps).
+StageField = Annotated[tuple[BudgetField, PosInt], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
+# A pool factor in the config: an integer >= 1 or a level's name ("page": one vector per page), held as the factor.
+PoolField = Annotated[int, PlainValidator(pool_of), PlainSerializer(pool_token)]
 
 
 class LoraConfig(Section):
@@ -45,8 +49,8 @@ class ModelConfig(Section):
     """Decoder layers with a head; null: L/4, L/2, 3L/4, L."""
     widths: list[PosInt] = [128, 64, 32, 16]
     """Widths of the budget grid (each at most dim)."""
-    pools: list[PosInt] = [1, 2, 4]
-    """Pool factors of the budget grid (1: every vector)."""
+    pools: list[PoolField] = [1, 2, 4]
+    """Pool factors of the budget grid (1: every vector; page: one vector per page, the mean of all of them)."""
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
     """auto: flash_attention_2 on CUDA when flash-attn is installed, else sdpa."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"

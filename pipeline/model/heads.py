@@ -51,11 +51,12 @@ class ExitHeads(nn.Module):
                     raise ValueError(f"{HEADS_FILE}: {name} has shape {tuple(tensors[name].shape)}, expected {tuple(p.shape)}")
                 p.copy_(tensors[name])
 
-    def sliced(self, exit_: int, dim: int) -> "ExitHeads":
-        """A new ExitHeads with only `exit_`, keeping its first `dim` outputs."""
-        src = self.proj[str(exit_)]
-        out = ExitHeads([exit_], src.in_features, dim, dtype=src.weight.dtype)
+    def sliced(self, exits: list[int], dim: int) -> "ExitHeads":
+        """A new ExitHeads with only `exits`, each keeping its first `dim` outputs."""
+        src = self.proj[str(exits[0])]
+        out = ExitHeads(exits, src.in_features, dim, dtype=src.weight.dtype)
         with torch.no_grad():
-            out.proj[str(exit_)].weight.copy_(src.weight[:dim])
-            out.proj[str(exit_)].bias.copy_(src.bias[:dim])
+            for e in exits:
+                out.proj[str(e)].weight.copy_(self.proj[str(e)].weight[:dim])
+                out.proj[str(e)].bias.copy_(self.proj[str(e)].bias[:dim])
         return out.to(src.weight.device)

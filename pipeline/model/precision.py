@@ -111,7 +111,7 @@ def quantize(vectors: torch.Tensor, precision: str) -> Codes:
     pad = (-dim) % 8
     if pad:
         bits = torch.nn.functional.pad(bits, (0, pad))
-    packed = (bits.view(*bits.shape[:-1], -1, 8) << _BIT_SHIFTS).sum(-1, dtype=torch.uint8)
+    packed = (bits.view(*bits.shape[:-1], bits.shape[-1] // 8, 8) << _BIT_SHIFTS).sum(-1, dtype=torch.uint8)
     return Codes(precision, dim, packed)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,6 +59,16 @@ class Retriever(nn.Module):
         self.dim = dim
         self.default_budget = default_budget or Budget(max(heads.exits), dim, 1)
         self.lora_scaling = 0.0  # alpha / r once LoRA adapters are injected
+        self._forward_lock = threading.RLock()  # held while the backbone's layer list is cut (see _encode)
+
+    def __getstate__(self):  # a lock neither copies nor pickles: a copy gets its own
+        state = super().__getstate__().copy()
+        state.pop("_forward_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._forward_lock = threading.RLock()
 
     @property
     def family(self):
@@ -70,7 +81,8 @@ class Retriever(nn.Module):
 
     @property
     def num_layers(self) -> int:
-        return len(bb.language_model(self.backbone).layers)
+        with self._forward_lock:  # not while a concurrent encode has the layer list cut
+            return len(bb.language_model(self.backbone).layers)
 
     @property
     def device(self) -> torch.device:
@@ -147,9 +159,28 @@ class Retriever(nn.Module):
 
     def _encode(self, inputs: EncoderInputs, exits: list[int] | None, grids: bool) -> dict[int, MultiVector]:
         """Run the backbone up to the deepest requested exit; capture each exit layer's output, gather the vector
-        positions [B, N, H], final norm, head, L2 normalise -> {exit: MultiVector [B, N, dim]}."""
+        positions [B, N, H], final norm, head, L2 normalise -> {exit: MultiVector [B, N, dim]}.
+
+        Thread-safe: concurrent calls (MLflow's scoring server predicts in parallel) each get their own inputs'
+        vectors. The early exit cuts the shared decoder's layer list, the capture hooks sit on shared layers and
+        Qwen2-VL keeps rope_deltas on the module, so the backbone forward holds this retriever's lock; the
+        gather, norm and heads after it read only this call's tensors and run outside it."""
         exits = self._check_exits(exits)
         lm = bb.language_model(self.backbone)
+        with self._forward_lock:
+            captured = self._exit_states(lm, inputs, exits)
+        index = inputs.vector_index
+        out = {}
+        for e in exits:
+            hidden = captured[e]
+            picked = torch.gather(hidden, 1, index.to(hidden.device).unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+            vectors = F.normalize(self.heads(e, lm.norm(picked)), dim=-1)
+            out[e] = MultiVector(vectors, inputs.vector_mask.to(hidden.device), inputs.grids if grids else None)
+        return out
+
+    def _exit_states(self, lm: nn.Module, inputs: EncoderInputs, exits: list[int]) -> dict[int, torch.Tensor]:
+        """{exit: that decoder layer's output [B, L, H]}: one backbone forward through layers[:max(exits)] only
+        (mutates shared module state: call it under self._forward_lock)."""
         captured: dict[int, torch.Tensor] = {}
 
         def hook(e):
@@ -165,14 +196,7 @@ class Retriever(nn.Module):
         finally:
             for h in handles:
                 h.remove()
-        index = inputs.vector_index
-        out = {}
-        for e in exits:
-            hidden = captured[e]
-            picked = torch.gather(hidden, 1, index.to(hidden.device).unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-            vectors = F.normalize(self.heads(e, lm.norm(picked)), dim=-1)
-            out[e] = MultiVector(vectors, inputs.vector_mask.to(hidden.device), inputs.grids if grids else None)
-        return out
+        return captured
 
     def encode_pages(self, inputs: EncoderInputs, exits: list[int] | None = None) -> dict[int, MultiVector]:
         """PageInputs [B] -> {exit: MultiVector vectors [B, N, dim], mask [B, N], grids [B, 2]} (image tokens only)."""
@@ -188,11 +212,20 @@ class Retriever(nn.Module):
               budget: Budget | None = None, batch_size: int = 8) -> list[torch.Tensor]:
         """Exactly one of `pages` (PIL images or PageInputs) / `queries` (texts or QueryInputs) -> per item the
         real vectors at `budget` (default: default_budget; pages pooled): a list of [n_i, budget.dim] tensors."""
+        budget = budget or self.default_budget
+        return [v[budget] for v in self.embed_budgets([budget], pages, queries, batch_size)]
+
+    @torch.no_grad()
+    def embed_budgets(self, budgets: list[Budget], pages: list | EncoderInputs | None = None,
+                      queries: list[str] | EncoderInputs | None = None, batch_size: int = 8) -> list[dict]:
+        """Like embed(), at several budgets from one forward per batch (run to the deepest exit they need, every
+        exit captured on the way): per item {budget: [n_i, budget.dim] float vectors} (pages pooled; precision
+        is how a store keeps them, not applied here)."""
         if (pages is None) == (queries is None):
             raise ValueError("embed() takes exactly one of pages= or queries=")
-        budget = budget or self.default_budget
+        exits = self._check_exits(sorted({b.layers for b in budgets}))
         items, is_pages = (pages, True) if pages is not None else (queries, False)
-        out: list[torch.Tensor] = []
+        out: list[dict] = []
         for start in range(0, len(items), batch_size):
             if isinstance(items, EncoderInputs):
                 inputs = items.slice(start, start + batch_size)
@@ -200,25 +233,28 @@ class Retriever(nn.Module):
                 chunk = list(items[start : start + batch_size])
                 inputs = self.processor.pages(chunk) if is_pages else self.processor.queries(chunk)
             encode = self.encode_pages if is_pages else self.encode_queries
-            mv = encode(inputs.to(self.device), exits=[budget.layers])[budget.layers]
-            out += apply_budget(mv, budget.dim, budget.pool).unpad()
+            by_exit = encode(inputs.to(self.device), exits=exits)
+            cut = {b: apply_budget(by_exit[b.layers], b.dim, b.pool).unpad() for b in budgets}
+            out += [{b: cut[b][i] for b in budgets} for i in range(len(inputs))]
         return out
 
     def for_budget(self, budget: Budget) -> "Retriever":
-        """A new retriever holding only the decoder layers `budget` runs and that exit's head sliced to budget.dim;
-        its default_budget is `budget`. Encodes equal this model's at the budget."""
+        """A new retriever holding only the decoder layers `budget` runs and the heads of every exit up to it, sliced
+        to budget.dim (so it also serves the smaller budgets below it: a cascade's cheaper stages); its
+        default_budget is `budget`. Encodes equal this model's at the budget."""
         if budget.layers not in self.exits:
             raise ValueError(f"budget {budget} exits at {budget.layers}, which has no head (exits {self.exits})")
         if not 0 < budget.dim <= self.dim or budget.pool < 1:
             raise ValueError(f"budget {budget} does not fit a model of width {self.dim}")
-        backbone = copy.deepcopy(self.backbone)
+        with self._forward_lock:  # copy the whole layer list, not one an encode has cut
+            backbone = copy.deepcopy(self.backbone)
         lm = bb.language_model(backbone)
         lm.layers = lm.layers[: budget.layers]
         tc = bb.text_config(backbone)
         tc.num_hidden_layers = budget.layers
         if getattr(tc, "layer_types", None):
             tc.layer_types = list(tc.layer_types)[: budget.layers]
-        heads = self.heads.sliced(budget.layers, budget.dim)
+        heads = self.heads.sliced([e for e in self.exits if e <= budget.layers], budget.dim)
         variant = Retriever(backbone, self.processor, heads, self.arch, budget.dim, default_budget=budget)
         variant.lora_scaling = self.lora_scaling
         return variant

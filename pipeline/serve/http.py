@@ -1,10 +1,12 @@
-"""The HTTP model server: MLflow's scoring app for the variant pyfunc behind a guard that answers a bad request
-with one human-readable line before the model sees it.
+"""The HTTP server: `POST /search` (pipeline/serve/search_api.py) over the live collection, and MLflow's scoring app
+for the variant pyfunc at `/invocations`, behind a guard that answers a bad request with one human-readable line
+before the model sees it.
 
-The guard (an ASGI wrapper around `/invocations`) reads at most `serve.max_request_mb` of body (larger: 413),
-accepts JSON in MLflow's formats (`dataframe_split`, `dataframe_records`, `inputs`, `instances`), refuses more
-than `serve.max_rows` rows (413), and checks the columns and rows with the pyfunc's own `check_rows` (400). Error
-responses from the scoring app are cut to {"error_code", "message"}: no stack trace, no install paths.
+The guard (an ASGI wrapper) reads at most `serve.max_request_mb` of body (larger: 413). For `/invocations` it
+accepts JSON in MLflow's formats (`dataframe_split`, `dataframe_records`, `inputs`, `instances`), refuses more than
+`serve.max_rows` rows (413) and page images over `serve.max_image_pixels` (413, read from the image header before
+any decoding), and checks the columns and rows with the pyfunc's own `check_rows` (400). Error responses from the
+scoring app are cut to {"error_code", "message"}: no stack trace, no install paths.
 """
 
 from __future__ import annotations
@@ -51,25 +53,54 @@ def records_of(payload: Any) -> list[dict]:
     raise BadRequest(400, f"{keys[0]} must be a list of rows like {{\"query\": \"...\"}} or a mapping of columns")
 
 
-def check_request(body: bytes, content_type: str, max_rows: int) -> None:
-    """Raise BadRequest (400, 413, 415) for a body the model should never see."""
+def check_json(content_type: str) -> None:
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise BadRequest(415, f"send Content-Type: application/json (got {content_type or 'none'!r})")
+
+
+def check_request(body: bytes, content_type: str, max_rows: int, max_pixels: int = 1 << 62) -> None:
+    """Raise BadRequest (400, 413, 415) for a body the model should never see."""
+    check_json(content_type)
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(400, f"the body is not JSON ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise BadRequest(400, "the body is not JSON this server reads (nested too deeply)") from None
     records = records_of(payload)
     if len(records) > max_rows:
         raise BadRequest(413, f"{len(records)} rows exceed the limit of {max_rows} per request (serve.max_rows)")
     try:
-        check_rows(records)
+        kinds = check_rows(records)
     except RequestError as e:
         raise BadRequest(400, e.message) from None
+    for i, (row, kind) in enumerate(zip(records, kinds)):
+        if kind == "page":
+            check_pixels(row["image"], max_pixels, f"row {i}")
+
+
+def check_pixels(b64: str, max_pixels: int, where: str) -> None:
+    """BadRequest 413 for an image larger than `max_pixels` (its header read, nothing decoded); 400 for one that
+    is not an image."""
+    import base64
+    import binascii
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(b64, validate=True))) as img:
+            w, h = img.size
+    except (binascii.Error, ValueError, OSError, Image.DecompressionBombError):
+        raise BadRequest(400, f"{where}: 'image' is not a base64 PNG or JPEG") from None
+    if w * h > max_pixels:
+        raise BadRequest(413, f"{where}: the image is {w} x {h} = {w * h} pixels, over the limit of {max_pixels} "
+                              "(serve.max_image_pixels)")
 
 
 def error_body(status: int, message: str) -> bytes:
-    code = {413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}.get(status, "BAD_REQUEST")
+    code = {405: "METHOD_NOT_ALLOWED", 409: "CONFLICT", 413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE",
+            500: "INTERNAL_ERROR", 503: "UNAVAILABLE"}.get(status, "BAD_REQUEST")
     return json.dumps({"error_code": code, "message": message}).encode()
 
 
@@ -90,18 +121,24 @@ async def _reply(send, status: int, body: bytes) -> None:
 
 
 class RequestGuard:
-    """ASGI wrapper: limits and checks `POST /invocations`, and strips the scoring app's error bodies."""
+    """ASGI wrapper: answers `POST /search` itself; limits and checks `POST /invocations`, and strips the scoring
+    app's error bodies."""
 
-    def __init__(self, app, max_bytes: int, max_rows: int):
+    def __init__(self, app, max_bytes: int, max_rows: int, max_pixels: int = 1 << 62, searcher=None):
         self.app, self.max_bytes, self.max_rows = app, max_bytes, max_rows
+        self.max_pixels, self.searcher = max_pixels, searcher
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] != "/invocations":
+        if scope["type"] != "http" or scope["path"] not in ("/invocations", "/search"):
             return await self.app(scope, receive, send)
         headers = {k.lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
+            if scope.get("method", "POST") != "POST":
+                raise BadRequest(405, f"{scope['path']} takes POST")
             body = await self._body(headers, receive)
-            check_request(body, headers.get(b"content-type", ""), self.max_rows)
+            if scope["path"] == "/search":
+                return await self._search(body, headers.get(b"content-type", ""), send)
+            check_request(body, headers.get(b"content-type", ""), self.max_rows, self.max_pixels)
         except BadRequest as e:
             return await _reply(send, e.status, error_body(e.status, e.message))
         sent = False
@@ -114,6 +151,24 @@ class RequestGuard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, _Stripper(send))
+
+    async def _search(self, body: bytes, content_type: str, send) -> None:
+        import anyio
+
+        from pipeline.serve.search_api import SearchError, answer, parse_search
+
+        check_json(content_type)
+        if self.searcher is None:
+            raise BadRequest(503, "no collection to search: run `python -m pipeline.serve index`, then restart")
+        try:
+            queries, k, stages = parse_search(body, self.max_rows)
+            result = await anyio.to_thread.run_sync(answer, self.searcher, queries, k, stages)
+        except SearchError as e:
+            raise BadRequest(e.status, e.message) from None
+        except Exception:  # a fault of ours: logged in full here, one line to the client
+            log.exception("/search failed")
+            raise BadRequest(500, "the search failed on the server (its log has the details)") from None
+        await _reply(send, 200, json.dumps(result).encode())
 
     async def _body(self, headers: dict, receive) -> bytes:
         declared = headers.get(b"content-length")
@@ -153,12 +208,26 @@ class _Stripper:
         await _reply(self.send, self.start["status"], error_body(self.start["status"], one_line(body)))
 
 
-def serve(model_uri: str, host: str, port: int, max_request_mb: float, max_rows: int) -> None:
-    """Load the pyfunc at `model_uri` and serve it on host:port until stopped (SIGINT/SIGTERM)."""
+def serve(cfg) -> None:
+    """Serve the alias's variant on serve.host:serve.port until stopped (SIGINT/SIGTERM): /invocations (vectors) and
+    /search over the live collection (when there is one: else /search answers 503)."""
     import mlflow.pyfunc
     import uvicorn
     from mlflow.pyfunc import scoring_server
 
-    app = scoring_server.init(mlflow.pyfunc.load_model(model_uri))
-    guarded = RequestGuard(app, int(max_request_mb * 2**20), max_rows)
-    uvicorn.run(guarded, host=host, port=port, log_level="info")
+    from pipeline.serve import deploy
+    from pipeline.serve.search import Searcher
+
+    uri, version = deploy.resolve(cfg)
+    model = mlflow.pyfunc.load_model(uri)
+    searcher = Searcher(model.unwrap_python_model().retriever, deploy.target(cfg), cfg.serve, uri, version)
+    try:
+        searcher.engine()  # open (and, for Edge, hold) the live collection now: a problem shows at start
+    except ValueError as e:
+        log.warning("/search will answer 503 until there is a collection to search: %s", e)
+    s = cfg.serve
+    guarded = RequestGuard(scoring_server.init(model), int(s.max_request_mb * 2**20), s.max_rows, s.max_image_pixels,
+                           searcher)
+    log.info("serving %s (v%s) on http://%s:%d (/search, /invocations; at most %d rows, %g MiB per request)", uri,
+             version, s.host, s.port, s.max_rows, s.max_request_mb)
+    uvicorn.run(guarded, host=s.host, port=s.port, log_level="info")

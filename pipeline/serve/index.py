@@ -1,135 +1,74 @@
-"""An on-disk multi-vector index of pages at one registered variant, and top-k MaxSim search over it.
-
-Layout of an index directory: `index.safetensors` with `codes` (all pages' vectors, concatenated, at the variant's
-precision: float16 [T, dim], int8 [T, dim] with float16 `scales` [T, 1], or packed sign bits uint8
-[T, ceil(dim / 8)]) and `offsets` [P + 1] int64 (page i owns rows offsets[i]:offsets[i+1]); `index.json` with
-the precision, dim, the codes' bytes, the page keys, the model URI, registry version, budget and eval fingerprint
-of the variant that encoded them. Search scores float queries against the codes a block of pages at a time.
-"""
+"""Indexing a served variant's pages: the budgets a collection stores, and pages encoded once per batch (at the
+deepest exit any stored budget needs, every budget cut from that pass) upserted into an engine."""
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Iterable, Iterator
 
-import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from pipeline.layout.files import atomic_directory
-from pipeline.model.maxsim import topk_stream
-from pipeline.model.precision import Codes, StoredPages, quantize
-from pipeline.model.vectors import MultiVector
+from pipeline.model.budgets import Budget
+from pipeline.serve.engines.base import Engine, Page, Stage
 
 log = logging.getLogger(__name__)
-FILES = ("index.safetensors", "index.json")
 
 
-def pad(items: list[torch.Tensor]) -> MultiVector:
-    """Per-item vectors [n_i, D] -> MultiVector [B, max n_i, D] with its mask (float32)."""
-    n = max((v.shape[0] for v in items), default=1) or 1
-    d = items[0].shape[1] if items else 1
-    vectors = torch.zeros(len(items), n, d)
-    mask = torch.zeros(len(items), n, dtype=torch.bool)
-    for i, v in enumerate(items):
-        vectors[i, : v.shape[0]] = v.float()
-        mask[i, : v.shape[0]] = True
-    return MultiVector(vectors, mask)
+def resolve(budget: Budget, retriever) -> Budget:
+    """`budget` on the served variant (open layers/width filled); ValueError (one line) when the variant cannot
+    produce it: every stored budget must exit at one of its exits and be at most its width."""
+    b = budget.resolve(retriever.exits, retriever.dim)
+    if b.layers not in retriever.exits or b.dim > retriever.dim:
+        raise ValueError(f"budget {b} is out of reach of the served variant (exits {retriever.exits}, width "
+                         f"{retriever.dim}): serve a variant with more layers or width, or drop it")
+    return b
 
 
-@dataclass
-class Index:
-    """Every page's vectors as codes [T, ...] at one precision, offsets [P + 1] long, page keys [P], and where the
-    vectors came from (info: model URI, version, budget, ...)."""
-
-    codes: Codes
-    offsets: torch.Tensor
-    keys: list[str]
-    info: dict
-
-    def header(self) -> dict:
-        """What index.json says about the stored vectors: precision, dim, vector count and the codes' bytes."""
-        c = self.codes
-        return {"precision": c.precision, "dim": c.dim, "vectors": int(c.data.shape[0]), "codes_bytes": c.nbytes}
-
-    def save(self, directory: str | Path) -> Path:
-        """Write both files into a temporary sibling directory renamed over `directory` whole: a reader finds the
-        complete old index or the complete new one, never the tensors of one and the keys of the other. A directory
-        holding anything but an index is refused, never replaced."""
-        out = Path(directory)
-        if out.exists() and (not out.is_dir() or any(p.name not in FILES for p in out.iterdir())):
-            raise ValueError(f"{out}: not an index directory (holds other files); give serve.index_dir a new or "
-                             "index-only directory")
-        with atomic_directory(out) as tmp:
-            save_file({**self.codes.tensors(), "offsets": self.offsets}, str(tmp / FILES[0]))
-            (tmp / FILES[1]).write_text(json.dumps({**self.info, **self.header(), "keys": self.keys}))
-        return out
-
-    @staticmethod
-    def load(directory: str | Path) -> "Index":
-        """The index in `directory`; ValueError (one line) when there is none or its tensors are not what its
-        header says."""
-        d = Path(directory)
-        if not all((d / f).is_file() for f in FILES):
-            raise ValueError(f"{d}: no index here ({' and '.join(FILES)}): run `python -m pipeline.serve index`")
-        tensors = load_file(str(d / FILES[0]))
-        info = json.loads((d / FILES[1]).read_text())
-        keys = info.pop("keys")
-        if "codes" not in tensors or "dim" not in info:
-            raise ValueError(f"{d}: an index of an earlier version (no codes): rebuild it with "
-                             "`python -m pipeline.serve index`")
-        codes = Codes.from_tensors(tensors, info.get("precision", "fp16"), int(info["dim"]))
-        offsets = tensors["offsets"]
-        if offsets.numel() != len(keys) + 1 or int(offsets[-1]) != codes.data.shape[0]:
-            raise ValueError(f"{d}: offsets do not cover {len(keys)} pages and {codes.data.shape[0]} vectors")
-        return Index(codes, offsets, keys, info)
-
-    def pages(self, start: int, stop: int) -> StoredPages:
-        """Pages [start, stop) as padded codes [stop - start, max n, ...] with their mask (one gather, no loop)."""
-        stop = min(stop, len(self.keys))
-        first, lengths = self.offsets[start:stop], self.offsets[start + 1 : stop + 1] - self.offsets[start:stop]
-        n = max(int(lengths.max()), 1) if stop > start else 1
-        slot = torch.arange(n)
-        mask = slot[None, :] < lengths[:, None]  # [b, n]
-        rows = (first[:, None] + slot[None, :]).clamp(max=max(self.codes.data.shape[0] - 1, 0))
-        return StoredPages(self.codes.index(rows), mask)
-
-    def chunks(self, size: int = 512):
-        for start in range(0, len(self.keys), size):
-            yield self.pages(start, start + size)
+def stored_budgets(serve, retriever) -> list[Budget]:
+    """serve.budgets, or the cascade's budgets and the variant's own, resolved, in order, each once."""
+    listed = serve.budgets or [b for b, _ in serve.cascade] + [retriever.default_budget]
+    return list(dict.fromkeys(resolve(b, retriever) for b in listed))
 
 
-def build_index(retriever, pages, info: dict, batch_size: int = 16, progress: bool = True) -> Index:
-    """Encode `pages` (an iterable of EvalPage-like objects with .key and .image) at the retriever's default
-    budget into an Index stored at that budget's precision."""
-    keys, parts, counts, batch = [], [], [0], []
-    bar = tqdm(desc="index pages", unit="page", disable=not progress)
+def cascade(serve, retriever, k: int, stages: list[tuple[Budget, int]] | None = None) -> list[Stage]:
+    """The search stages: `stages` (a request's), else serve.cascade, else the variant's own budget alone; the last
+    stage keeps `k` pages (at most what the stage before it keeps)."""
+    chosen = stages or serve.cascade or [(retriever.default_budget, k)]
+    out = [(resolve(b, retriever), n) for b, n in chosen]
+    out[-1] = (out[-1][0], k)
+    if len(out) > 1 and k > out[-2][1]:
+        raise ValueError(f"k={k} is more than the cascade's previous stage keeps ({out[-2][1]})")
+    return out
 
-    def flush():
-        for page, v in zip(batch, retriever.embed(pages=[p.image for p in batch], batch_size=batch_size)):
-            keys.append(page.key)
-            parts.append(v.float().cpu())
-            counts.append(counts[-1] + v.shape[0])
-        bar.update(len(batch))
-        batch.clear()
 
-    for page in pages:
-        batch.append(page)
-        if len(batch) == batch_size:
-            flush()
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
     if batch:
-        flush()
-    bar.close()
-    budget = retriever.default_budget
-    vectors = torch.cat(parts) if parts else torch.zeros(0, budget.dim)
-    return Index(quantize(vectors, budget.precision), torch.tensor(counts, dtype=torch.long), keys, info)
+        yield batch
 
 
-@torch.no_grad()
-def search(index: Index, query_vectors: list[torch.Tensor], k: int) -> list[list[tuple[str, float]]]:
-    """Top-k (page key, MaxSim score) per query, best first: query_vectors [n_q, dim] each."""
-    q = pad(query_vectors)
-    scores, idx = topk_stream(q, index.chunks(), k)
-    return [[(index.keys[i], s) for i, s in zip(ir, sr)] for ir, sr in zip(idx.tolist(), scores.tolist())]
+def index_pages(engine: Engine, retriever, pages: Iterable, batch_size: int = 16, progress: bool = True) -> int:
+    """Encode `pages` (objects with key, doc, page, shard, image) at every budget `engine` stores, one forward per
+    batch, and upsert them; returns how many pages were written."""
+    floats = list(dict.fromkeys(b.fp16 for b in engine.budgets))  # precision is the engine's: one vector per cut
+    done = 0
+    with tqdm(desc="index pages", unit="page", disable=not progress) as bar:
+        for batch in _batches(pages, batch_size):
+            vectors = retriever.embed_budgets(floats, pages=[p.image for p in batch], batch_size=batch_size)
+            engine.upsert([Page(p.key, p.doc, p.page, p.shard, {b: v[b.fp16] for b in engine.budgets})
+                           for p, v in zip(batch, vectors)])
+            done += len(batch)
+            bar.update(len(batch))
+    return done
+
+
+def query_vectors(retriever, texts: list[str], stages: list[Stage], batch_size: int = 16) -> list[dict]:
+    """Per query {budget: its float vectors [n, dim]} at every stage's budget, from one forward per batch."""
+    floats = list(dict.fromkeys(b.fp16 for b, _ in stages))
+    encoded = retriever.embed_budgets(floats, queries=texts, batch_size=batch_size)
+    return [{b: v[b.fp16] for b, _ in stages} for v in encoded]

@@ -28,6 +28,9 @@ class LossConfig(Section):
     diagonal sampled in addition. Draws are the same on every rank."""
     only: BudgetField | None = None
     """The budget trained alone when budgets is only, e.g. L2-d32-p2 (fp16: see qat for quantised pages)."""
+    always: list[BudgetField] = []
+    """Budgets trained at every step besides the recipe's, e.g. a serving cascade's first stage (L4-d128-page: one
+    vector per page, the mean of its vectors); each must be in the grid (model.pools lists page for it)."""
     distill_ramp_steps: NonNegInt = 0
     """distill_weight rises linearly from 0 over this many steps (0: the full weight from step 0)."""
     full_weight: NonNegFloat = 1.0
@@ -52,6 +55,8 @@ class LossConfig(Section):
             raise FieldError("full_weight", "full_weight, small_weight and distill_weight are all 0: nothing to train")
         if (self.budgets == "only") != (self.only is not None):
             raise FieldError("only", "set it (a budget like L2-d32-p2) exactly when budgets is only")
+        if any(b.precision != "fp16" for b in self.always):
+            raise FieldError("always", f"{[str(b) for b in self.always]}: train fp16 budgets (see loss.qat)")
         if self.only is not None and self.only.precision != "fp16":
             raise FieldError("only", f"{self.only} is stored at {self.only.precision}: train fp16 (see loss.qat)")
         return self

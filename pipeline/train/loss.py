@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.train.config import LossConfig
-from pipeline.model.budgets import Budget, full_budget, resolve_in
+from pipeline.model.budgets import PAGE, Budget, full_budget, resolve_in
 from pipeline.model.pooling import apply_budget
 from pipeline.model.maxsim import maxsim
 from pipeline.model.precision import fake_quantize
@@ -21,10 +21,11 @@ from pipeline.model.vectors import MultiVector
 def diagonal(grid: list[Budget]) -> list[Budget]:
     """The fixed diagonal of a grid, full budget first: the i-th deepest exit with the i-th widest width and a pool
     stepping from finest to coarsest (indices spread evenly when the axes differ in length). For exits 1-4, widths
-    128/64/32/16, pools 1/2/4: L4-d128-p1, L3-d64-p2, L2-d32-p2, L1-d16-p4."""
+    128/64/32/16, pools 1/2/4: L4-d128-p1, L3-d64-p2, L2-d32-p2, L1-d16-p4. The page level (one vector per page)
+    is not a step of it: train it with loss.always."""
     exits = sorted({b.layers for b in grid}, reverse=True)
     widths = sorted({b.dim for b in grid}, reverse=True)
-    pools = sorted({b.pool for b in grid})
+    pools = sorted({b.pool for b in grid if b.pool < PAGE}) or [PAGE]
     n = len(exits)
 
     def pick(axis: list[int], i: int) -> int:
@@ -38,7 +39,8 @@ def select_budgets(grid: list[Budget], cfg: LossConfig, step: int) -> list[Budge
 
     cfg.budgets picks the fixed budgets (trained every step) and the candidates: grid and 2d fix the full budget
     (candidates: the rest of the grid, or of its finest pool); full fixes only it; diagonal fixes diagonal(grid)
-    (candidates: the rest of the grid, none unless sample_k > 0); only fixes cfg.only. Every candidate is trained
+    (candidates: the rest of the grid, none unless sample_k > 0); only fixes cfg.only (and nothing else). cfg.always
+    adds fixed budgets to any but only. Every candidate is trained
     when sample_k is 0 (grid, 2d), else k of them drawn without replacement, seeded by (sample_seed, step).
     With cfg.qat, each of them but the full budget follows again at that precision (its page vectors quantised
     in the forward pass). Returns the fixed budgets first, then the drawn ones in grid order, then the quantised.
@@ -51,6 +53,12 @@ def select_budgets(grid: list[Budget], cfg: LossConfig, step: int) -> list[Budge
                              f"{sorted({b.layers for b in grid})}, model.widths, model.pools)")
         return _with_qat([only], full, cfg)
     fixed = diagonal(grid) if cfg.budgets == "diagonal" else [full]
+    always = [resolve_in(b, grid) for b in cfg.always]
+    missing = [str(b) for b in always if b not in grid]
+    if missing:
+        raise ValueError(f"loss.always {missing} are not in the budget grid (exits {sorted({b.layers for b in grid})}, "
+                         "model.widths, model.pools)")
+    fixed += [b for b in always if b not in fixed]
     if cfg.budgets == "full":
         rest = []
     elif cfg.budgets == "2d":

@@ -21,12 +21,16 @@ from tests.helpers.reference import ref_maxsim
 from tests.helpers.reference import half, hand_bin, hand_int8
 
 
+CASCADES = [[["L4-d128-page", 6], ["L2-d32-p2-int8", 4], ["L4-d128-p1", 3]],  # a real cascade (tie-free stages)
+            [["L4-d32-p1", 12], ["L4-d128-p1", 12]]]  # its first stage keeps every page: exact search
+
+
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, chain):
     model_dir, shards = chain.model_dir, chain.shards
     out = tmp_path_factory.mktemp("eval")
     cfg = chain.config(f"eval.output_dir={out}", "eval.precisions=[fp16, int8, bin]",
-                 "model.widths=[128, 32]", "model.pools=[1, 2]")
+                       "model.widths=[128, 32]", "model.pools=[1, 2]", f"eval.cascades={json.dumps(CASCADES)}")
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     experiment = ensure_experiment(mlflow.MlflowClient(cfg.tracking.tracking_uri), cfg.tracking)  # artifacts in tmp
     with mlflow.start_run(experiment_id=experiment) as training_run:  # stands in for the run that wrote run.json
@@ -74,7 +78,7 @@ def test_report_files_and_pareto(evaluated):
     assert [r["budget"] for r in table] == [r["budget"] for r in results["rows"]]
     assert float(table[0]["ndcg_at_5"]) == results["rows"][0]["ndcg_at_5"]
     md = (out / "results.md").read_text().splitlines()
-    assert sum(line.startswith("| L") for line in md) == len(results["rows"])
+    assert sum(line.startswith("| L") and " > " not in line for line in md) == len(results["rows"])
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     front = pareto_front(results["rows"])
     for r in results["rows"]:  # every row is on the front or dominated by a front row
@@ -116,3 +120,35 @@ def test_parquet_eval_set_reads_same_pages(evaluated, tmp_path):
     assert got[0].queries == [pages[0].queries[0], "second query of page 0"]
     assert [g.queries for g in got[1:]] == [p.queries for p in pages[1:]]
     assert all(np.array_equal(np.asarray(g.image), np.asarray(p.image)) for g, p in zip(got, pages))
+
+
+def test_cascade_rows_equal_a_plain_python_cascade(evaluated):
+    """Each stage keeps its best pages of the previous stage's (plain-Python MaxSim over hand-quantised pages);
+    the metrics are those of the last stage's ranking; a first stage that keeps every page is exact search."""
+    model_dir, shards, out, results, _, _ = evaluated
+    retriever = Retriever.from_pretrained(model_dir).eval()
+    pages = list(ShardEvalSet(shards, "train").pages())
+    stored = {"fp16": lambda v: [half(x) for x in v], "int8": hand_int8, "bin": hand_bin}
+    rows = {r["cascade"]: r for r in results["cascades"]}
+    assert list(rows) == ["L4-d128-page:6 > L2-d32-p2-int8:4 > L4-d128-p1:3", "L4-d32-p1:12 > L4-d128-p1:12"]
+    scores = {}
+    for name in {b for c in CASCADES for b, _ in c}:
+        b = Budget.parse(name)
+        pv = retriever.embed(pages=[p.image for p in pages], budget=b)
+        qv = retriever.embed(queries=[p.queries[0] for p in pages], budget=b)
+        scores[name] = ref_maxsim([q.tolist() for q in qv], [[stored[b.precision](v) for v in p.tolist()] for p in pv])
+    for cascade, row in zip(CASCADES, rows.values()):
+        hand = []
+        for i in range(len(pages)):
+            keep = list(range(len(pages)))
+            for name, limit in cascade:
+                keep = sorted(keep, key=lambda j: (scores[name][i][j], pages[j].key), reverse=True)[:limit]
+            hand.append(hand_metrics([pages[j].key for j in keep], {pages[i].key: 1}))
+        for m in ("ndcg_at_5", "ndcg_at_10", "recall_at_1", "mrr_at_10"):
+            assert row[m] == pytest.approx(sum(h[m] for h in hand) / len(hand), abs=1e-9), (row["cascade"], m)
+        assert row["ms_per_query"] > 0
+    exact = next(r for r in results["rows"] if r["budget"] == "L4-d128-p1")
+    assert rows["L4-d32-p1:12 > L4-d128-p1:12"]["ndcg_at_5"] == pytest.approx(exact["ndcg_at_5"], abs=1e-9)
+    # bytes/page: every stage's budget is stored (4 x 4 grid; page: 1 vector; int8: dim + 2 bytes)
+    assert rows["L4-d128-page:6 > L2-d32-p2-int8:4 > L4-d128-p1:3"]["bytes_per_page"] == 256 + 4 * 34 + 16 * 256
+    assert "| L4-d128-page:6 > L2-d32-p2-int8:4 > L4-d128-p1:3 |" in (out / "results.md").read_text()

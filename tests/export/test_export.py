@@ -72,12 +72,13 @@ def test_variant_smaller_by_the_layers_it_drops(setup):
     total = weights_bytes(model_dir)
     for name, (path, card) in variants.items():
         b = card["budget"]
-        head = full.heads.proj[str(b["layers"])]
-        kept_head = b["dim"] * (head_bytes[b["layers"]] + (head.bias.element_size() if head.bias is not None else 0))
+        kept = [e for e in full.exits if e <= b["layers"]]  # every exit up to the budget's, sliced to its width
+        bias = full.heads.proj[str(kept[0])].bias.element_size()
+        kept_heads = sum(b["dim"] * (head_bytes[e] + bias) for e in kept)
         all_heads = sum(p.numel() * p.element_size() for p in full.heads.parameters())
-        expected_drop = sum(per_layer[b["layers"]:]) + all_heads - kept_head
+        expected_drop = sum(per_layer[b["layers"]:]) + all_heads - kept_heads
         drop = total - weights_bytes(path)
-        n_dropped = sum(len(list(layer.parameters())) for layer in layers[b["layers"]:]) + len(full.exits) - 1
+        n_dropped = sum(len(list(layer.parameters())) for layer in layers[b["layers"]:]) + 2 * (len(full.exits) - len(kept))
         # Exactly the dropped tensors' bytes, plus their entries leaving the safetensors header (~100 B each).
         assert expected_drop <= drop < expected_drop + 200 * n_dropped + 1024, (name, drop, expected_drop)
         assert drop >= 0.9 * sum(per_layer[b["layers"]:])  # smaller in proportion to the layers dropped
@@ -97,7 +98,7 @@ def test_cards_carry_budget_and_measured_quality(setup):
         on_disk = json.loads((path / "card.json").read_text())
         assert on_disk["budget"] == card["budget"]
         rc = json.loads((path / "retriever_config.json").read_text())
-        assert rc["exits"] == [layers] and rc["default_budget"] == card["budget"]
+        assert rc["exits"] == list(range(1, layers + 1)) and rc["default_budget"] == card["budget"]  # exits 1..4
     # Same weights at another precision: the bit variant's quality is its own measurement, its bytes 1/16.
     half, bits = variants["half"][1], variants["half-bin"][1]
     assert bits["bytes_per_page"] * 16 == half["bytes_per_page"]

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from pipeline.model import pooling
-from pipeline.model.budgets import POOL_NAMES, Budget, budget_grid, full_budget, resolve_in
+from pipeline.model.budgets import PAGE, POOL_NAMES, Budget, budget_grid, full_budget, resolve_in
 from pipeline.model.pooling import apply_budget, max_cells, normalize, pool_grid
 from pipeline.model.vectors import MultiVector
-from tests.helpers.reference import ref_page, ref_pool
+from tests.helpers.reference import pooled_counts, ref_page, ref_pool
 
 GRIDS = [(4, 4), (3, 5), (1, 7), (5, 2)]  # divisible and ragged in both directions
 
@@ -117,9 +117,28 @@ def test_malformed_budgets_are_refused(bad):
         Budget.parse(bad)
 
 
-def test_a_named_pool_level_is_one_table_entry(monkeypatch):
-    monkeypatch.setitem(POOL_NAMES, 0, "page")  # e.g. one vector per page, the coarsest level of the count axis
+def test_the_page_level_is_one_vector_per_page_the_mean_of_its_vectors():
+    """Pool `page`: one table entry (a pool factor no grid reaches), so the pooling code has no special case."""
+    assert POOL_NAMES[PAGE] == "page"
     b = Budget.parse("L2-d32-page-bin")
-    assert (b.layers, b.dim, b.pool, b.precision) == (2, 32, 0, "bin") and str(b) == "L2-d32-page-bin"
+    assert (b.layers, b.dim, b.pool, b.precision) == (2, 32, PAGE, "bin") and str(b) == "L2-d32-page-bin"
+    mv = pages()
+    out = apply_budget(mv, 12, PAGE)
+    assert out.vectors.shape[1] == 1 and out.mask.all() and out.grids.tolist() == [[1, 1]] * len(GRIDS)
+    for i, (h, w) in enumerate(GRIDS):
+        cells = mv.vectors[i, : h * w].tolist()
+        mean = [sum(c[j] for c in cells) / len(cells) for j in range(12)]  # every real cell, padding never
+        torch.testing.assert_close(out.vectors[i, 0], normalize(torch.tensor(mean, dtype=torch.float64)))
+    grid = budget_grid([1, 2], [32, 16], [1, 2, PAGE])
+    assert full_budget(grid) == Budget(2, 32, 1) and grid[2] == Budget(2, 32, PAGE)  # the coarsest of its row
+    assert pooled_counts(torch.tensor(GRIDS), PAGE).tolist() == [1] * len(GRIDS)
+
+
+def test_pools_in_the_config_take_the_level_name():
+    from pipeline.config import ConfigError, load_config
+
+    assert load_config(None, ["model.pools=[1, 2, page]"]).model.pools == [1, 2, PAGE]
+    with pytest.raises(ConfigError, match="model.pools.1.: a pool is an integer >= 1 or one of 'page', got 'pag'"):
+        load_config(None, ["model.pools=[1, pag]"])
     with pytest.raises(ValueError, match="must be >= 1"):
         Budget(2, 32, -1)

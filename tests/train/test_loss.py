@@ -201,3 +201,19 @@ def test_qat_is_straight_through(precision):
     fleaf = p[2].vectors.detach().clone().requires_grad_()
     matryoshka_loss(q3, {2: MultiVector(fleaf, p[2].mask, p[2].grids)}, [Budget(2, 8, 1)], cfg, labels)[0].backward()
     assert not torch.allclose(fleaf.grad, leaf.grad)
+
+
+def test_always_adds_fixed_budgets_and_the_page_level_stays_off_the_diagonal():
+    from pipeline.model.budgets import PAGE
+
+    grid = budget_grid([1, 2, 3, 4], [128, 64, 32, 16], [1, 2, 4, PAGE])
+    diag = [Budget(4, 128, 1), Budget(3, 64, 2), Budget(2, 32, 2), Budget(1, 16, 4)]  # as without the page level
+    assert select_budgets(grid, LossConfig(budgets="diagonal"), 0) == diag
+    cfg = LossConfig(budgets="diagonal", sample_k=2, always=["L4-d128-page"])
+    for step in range(5):
+        chosen = select_budgets(grid, cfg, step)
+        assert chosen[:5] == [*diag, Budget(4, 128, PAGE)] and len(chosen) == 7 and len(set(chosen)) == 7
+    assert select_budgets(grid, LossConfig(budgets="full", always=["d32-page"]), 0) == [Budget(4, 128, 1),
+                                                                                     Budget(4, 32, PAGE)]
+    with pytest.raises(ValueError, match="not in the budget grid"):
+        select_budgets(budget_grid([2, 4], [64], [1, 2]), LossConfig(always=["L4-d64-page"]), 0)
