@@ -195,7 +195,7 @@ def _render(cfg: RenderConfig, out_dir: Path) -> dict:
     docs, rejects = probe_all(items, cfg)
     rejects += bad_names
     queries, unmatched = sources.attach_queries(docs, sources.load_queries(qfile))
-    fp = sources.fingerprint(docs, rejects, queries)
+    fp = sources.input_fingerprint(docs, rejects, queries)
     plans = shards.plan_shards(docs, queries, settings)
     known = shards.known_entries(out_dir)
     done = {sp.name: known[sp.name] for sp in plans

@@ -17,8 +17,6 @@ each time it comes up.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.data.reader import decode_image, queries_of, read_member, scan_shard
-from pipeline.layout.shards import ShardError, ShardInfo
+from pipeline.data.reader import decode_sample_image, queries_of, read_member, scan_shard
+from pipeline.layout.shards import ShardError, ShardInfo, shard_list_fingerprint
 
 log = logging.getLogger(__name__)
 # What a checkpointed stream position depends on, and the setting that changes it.
@@ -84,12 +82,6 @@ def index_shards(shards: list[ShardInfo], verify: bool = True, skip_bad: bool = 
     return refs, len(bad)
 
 
-def fingerprint(shards: list[ShardInfo]) -> str:
-    """A short id of the shard list (names, counts, sizes, checksums): a resumed run must read the same data."""
-    text = json.dumps([[s.name, s.samples, s.bytes, s.sha256] for s in shards])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     """The order of the `n` samples in `epoch`: [n] int64, a pure function of (seed, epoch)."""
     return np.random.default_rng([seed, epoch]).permutation(n)
@@ -135,7 +127,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         skip_bad: bool = False,
     ):
         self.paths = [s.path for s in shards]
-        self.fingerprint = fingerprint(shards)
+        self.fingerprint = shard_list_fingerprint(shards)
         self.skip_bad = skip_bad
         self.bad_at_index = 0  # samples skipped while indexing (skip_bad only)
         if refs is None:
@@ -173,7 +165,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         f = self._files.get(ref.shard)
         if f is None:
             f = self._files[ref.shard] = open(self.paths[ref.shard], "rb")
-        return decode_image(read_member(f, ref), self.paths[ref.shard], ref.key)
+        return decode_sample_image(read_member(f, ref), self.paths[ref.shard], ref.key)
 
     def _read_or_next(self, i: int) -> tuple[SampleRef, Image.Image, int]:
         """(ref, image, bad): sample i, or with skip_bad the first readable sample after it (wrapping around)."""

@@ -19,9 +19,10 @@ from torch import nn
 from pipeline.model.config import ModelConfig
 from pipeline.model import backbone as bb
 from pipeline.model.budgets import Budget
+from pipeline.model.families import named, of_config
 from pipeline.model.heads import ExitHeads
 from pipeline.model.pooling import apply_budget
-from pipeline.model.processor import EncoderInputs, RetrieverProcessor, load_processor
+from pipeline.model.processor import EncoderInputs, RetrieverProcessor
 from pipeline.model.vectors import MultiVector
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,11 @@ class Retriever(nn.Module):
         self._forward_lock = threading.RLock()
 
     @property
+    def family(self):
+        """What differs between VLM families: the module pipeline/model/families/<arch>.py."""
+        return named(self.arch)
+
+    @property
     def exits(self) -> list[int]:
         return self.heads.exits
 
@@ -91,7 +97,7 @@ class Retriever(nn.Module):
         rc_file = Path(path_or_name) / RETRIEVER_CONFIG
         saved = json.loads(rc_file.read_text()) if rc_file.is_file() else None
         backbone = bb.load_backbone(path_or_name, cfg, plain_vlm=saved is None)
-        arch = bb.arch_of(backbone.config)
+        family = of_config(backbone.config)
         tc = bb.text_config(backbone)
         if saved is not None:
             exits, dim = saved["exits"], saved["dim"]
@@ -109,9 +115,9 @@ class Retriever(nn.Module):
             log.info("%s has no retriever heads: new heads for exits %s, dim %d (seed %d)", path_or_name, exits, dim,
                      cfg.head_seed)
         prefix = saved.get("query_prefix", cfg.query_prefix) if saved else cfg.query_prefix
-        processor = load_processor(path_or_name, arch, backbone.config, prefix, cfg.max_query_tokens,
-                                   cfg.min_pixels, cfg.max_pixels)
-        model = cls(backbone, processor, heads.to(next(backbone.parameters()).device), arch, dim, budget)
+        processor = family.load_processor(path_or_name, backbone.config, prefix, cfg.max_query_tokens,
+                                          cfg.min_pixels, cfg.max_pixels)
+        model = cls(backbone, processor, heads.to(next(backbone.parameters()).device), family.NAME, dim, budget)
         if cfg.lora.r > 0:
             bb.add_lora(backbone, cfg)
             model.lora_scaling = cfg.lora.alpha / cfg.lora.r
@@ -142,16 +148,7 @@ class Retriever(nn.Module):
 
     # ---- encoding -----------------------------------------------------------------------------------------------
     def _forward_kwargs(self, inputs: EncoderInputs) -> dict:
-        kwargs = dict(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, use_cache=False)
-        if self.arch == "qwen2_vl":
-            if inputs.pixel_values is not None:
-                kwargs.update(pixel_values=inputs.pixel_values, image_grid_thw=inputs.image_grid_thw,
-                              mm_token_type_ids=inputs.token_type_ids)
-        else:
-            kwargs["token_type_ids"] = inputs.token_type_ids
-            if inputs.pixel_values is not None:
-                kwargs["pixel_values"] = inputs.pixel_values.to(self.heads.proj[str(self.exits[0])].weight.dtype)
-        return kwargs
+        return self.family.forward_kwargs(inputs, pixel_dtype=self.heads.proj[str(self.exits[0])].weight.dtype)
 
     def _check_exits(self, exits: list[int] | None) -> list[int]:
         exits = self.exits if exits is None else sorted(set(exits))
@@ -192,8 +189,7 @@ class Retriever(nn.Module):
             return fn
 
         handles = [lm.layers[e - 1].register_forward_hook(hook(e)) for e in exits]
-        if hasattr(self.backbone, "rope_deltas"):
-            self.backbone.rope_deltas = None  # positions of a previous batch must not leak into this one
+        self.family.before_forward(self.backbone)  # e.g. Qwen2-VL's rope deltas of a previous batch
         try:
             with truncated(lm, max(exits)):
                 self.backbone(**self._forward_kwargs(inputs))
@@ -209,13 +205,6 @@ class Retriever(nn.Module):
     def encode_queries(self, inputs: EncoderInputs, exits: list[int] | None = None) -> dict[int, MultiVector]:
         """QueryInputs [B] -> {exit: MultiVector vectors [B, N, dim], mask [B, N], grids None} (text tokens only)."""
         return self._encode(inputs, exits, grids=False)
-
-    def forward(self, pages: EncoderInputs | None = None, queries: EncoderInputs | None = None,
-                exits: list[int] | None = None) -> tuple[dict | None, dict | None]:
-        """(encode_pages(pages), encode_queries(queries)); either may be None."""
-        p = None if pages is None else self.encode_pages(pages, exits)
-        q = None if queries is None else self.encode_queries(queries, exits)
-        return p, q
 
     # ---- serving ------------------------------------------------------------------------------------------------
     @torch.no_grad()

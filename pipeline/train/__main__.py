@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     # DeepSpeed 0.19 calls torch.distributed APIs that torch 2.13 marks deprecated, once per collective.
     warnings.filterwarnings("ignore", message=r".*torch\.distributed\..* is deprecated", category=FutureWarning)
     from pipeline.layout.lock import DirectoryInUse
-    from pipeline.layout.shards import ManifestError, ShardError, one_line
+    from pipeline.layout.shards import ManifestError, ShardError, error_line
     from pipeline.train import dist
     from pipeline.train.checkpoint import CheckpointError
     from pipeline.train.loop import train
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (ManifestError, ShardError) as e:  # data that is not what its manifest says: one line naming it
         fail_active_run(e)
-        log.error("%s", one_line(e))
+        log.error("%s", error_line(e))
         return 1
     except KeyboardInterrupt as e:  # Ctrl-C: not a failure of the run
         fail_active_run(e)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.evaluate.__main__ import run
-from pipeline.evaluate.data import ParquetEvalSet, ShardEvalSet
+from pipeline.data.reader import ShardPages
+from pipeline.evaluate.data import ParquetEvalSet
 from pipeline.evaluate.report import pareto_front
 from pipeline.model.budgets import Budget
 from pipeline.model.retriever import Retriever
@@ -49,7 +50,7 @@ def test_rows_match_brute_force_reference(evaluated):
     rows = {r["budget"]: r for r in results["rows"]}
     assert len(rows) == 4 * 2 * 2 * 3 and results["pages"] == 12 and results["queries"] == 12
     retriever = Retriever.from_pretrained(model_dir).eval()
-    pages = list(ShardEvalSet(shards, "train").pages())
+    pages = list(ShardPages(shards, "train").pages())
     stored = {"fp16": lambda v: [half(x) for x in v], "int8": hand_int8, "bin": hand_bin}  # by hand, per vector
     for budget in [Budget(2, 32, 2), Budget(4, 128, 1), Budget(2, 32, 2, "bin"), Budget(4, 128, 1, "int8")]:
         pv = retriever.embed(pages=[p.image for p in pages], budget=budget)
@@ -105,7 +106,7 @@ def test_parquet_eval_set_reads_same_pages(evaluated, tmp_path):
     import pyarrow.parquet as pq
 
     _, shards, _, _, _, _ = evaluated
-    pages = list(ShardEvalSet(shards, "train", max_pages=4).pages())
+    pages = list(ShardPages(shards, "train", max_pages=4).pages())
     blobs = []
     for p in pages:
         buf = io.BytesIO()

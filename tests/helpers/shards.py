@@ -11,7 +11,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.layout.shards import build_manifest, sample_key, shard_name, write_manifest, write_shard
+from pipeline.layout.shards import build_manifest, sample_key, shard_name, write_manifest
+from pipeline.layout.tars import write_shard
 
 
 def _page(code: str, row: int, size: int) -> bytes:
