@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Two pytest-xdist workers (tests/conftest.py keeps each module, and each shared server's tests, on one worker);
-# pytest-randomly shuffles the order on every run (its seed is printed: -p randomly -p "randomly_seed=N" repeats it).
+# pytest-randomly shuffles the order on every run (its seed is printed: PYTEST_ARGS=--randomly-seed=N repeats an order).
 WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadscope --durations=15 $(PYTEST_ARGS)

@@ -33,7 +33,7 @@ from pipeline.export.variants import export_variant, load_variant, weights_bytes
 from pipeline.model.budgets import Budget  # noqa: E402
 from pipeline.model.pooling import apply_budget, normalize  # noqa: E402
 from pipeline.model.maxsim import topk_stream  # noqa: E402
-from pipeline.model.precision import PRECISIONS, quantize  # noqa: E402
+from pipeline.model.precision import PRECISIONS  # noqa: E402
 from pipeline.model.retriever import Retriever  # noqa: E402
 from pipeline.model.tiny import build_tiny_qwen2vl  # noqa: E402
 from pipeline.model.vectors import MultiVector  # noqa: E402

@@ -17,7 +17,6 @@ from data_prep.sources import Doc, Reject
 from pipeline.layout.files import atomic_write, sha256_file
 from pipeline.layout.shards import (MANIFEST, PARTIAL, REJECTS, SPLITS, ManifestError, build_manifest,  # noqa: F401
                                     json_bytes, sample_key, shard_name, verify_dir)
-from pipeline.layout.tars import write_shard
 
 
 @dataclass

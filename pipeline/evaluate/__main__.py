@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 from pipeline.cli import Command, flag, parse_cli
 from pipeline.config import Config

@@ -127,7 +127,7 @@ def test_cascade_rows_equal_a_plain_python_cascade(evaluated):
     the metrics are those of the last stage's ranking; a first stage that keeps every page is exact search."""
     model_dir, shards, out, results, _, _ = evaluated
     retriever = Retriever.from_pretrained(model_dir).eval()
-    pages = list(ShardEvalSet(shards, "train").pages())
+    pages = list(ShardPages(shards, "train").pages())
     stored = {"fp16": lambda v: [half(x) for x in v], "int8": hand_int8, "bin": hand_bin}
     rows = {r["cascade"]: r for r in results["cascades"]}
     assert list(rows) == ["L4-d128-page:6 > L2-d32-p2-int8:4 > L4-d128-p1:3", "L4-d32-p1:12 > L4-d128-p1:12"]

@@ -11,7 +11,7 @@ import pytest
 from pipeline.model import backbone as bb
 from pipeline.model.budgets import Budget
 from pipeline.model.retriever import Retriever
-from tests.helpers.concurrent import differing, distinct_inputs, hammer, same_tensors
+from tests.helpers.threaded_calls import differing, distinct_inputs, hammer, same_tensors
 
 pytestmark = pytest.mark.slow  # 1,600 encodes from 8 threads
 

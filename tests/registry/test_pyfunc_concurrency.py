@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.registry.pyfunc import encode_image
 from tests.helpers.chain import NAME
-from tests.helpers.concurrent import differing, distinct_inputs, hammer
+from tests.helpers.threaded_calls import differing, distinct_inputs, hammer
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import urllib.request
 import torch
 
 from pipeline.registry.pyfunc import encode_image
-from tests.helpers.concurrent import differing, distinct_inputs, hammer
+from tests.helpers.threaded_calls import differing, distinct_inputs, hammer
 
 
 

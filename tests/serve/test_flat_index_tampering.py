@@ -105,3 +105,24 @@ def test_changed_bytes_unreadable_header_and_broken_tensors(pristine, tmp_path):
     (d / META).write_text("{not json")
     with pytest.raises(ValueError, match=f"{d / META}: not a readable index header"):
         FlatEngine.open(d)
+
+
+def test_a_save_killed_between_its_two_files_is_refused_then_repaired(pristine, tmp_path, monkeypatch):
+    """Killed after the tensors, before the header: the header's sha256 names the old tensors, so the collection is
+    refused in one line (never searched with one file old and one new); the next save makes it whole again."""
+    d = tmp_path / "c"
+    shutil.copytree(pristine, d)
+    engine = FlatEngine.open(d)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pipeline.serve.engines.flat.atomic_write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        engine.upsert(draw_pages(2, 1, prefix="new"))
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="content does not match its sha256") as err:
+        FlatEngine.open(d)
+    assert "\n" not in str(err.value)
+    engine.save()
+    assert FlatEngine.open(d).count() == 22
