@@ -41,13 +41,36 @@ def scope_of(nodeid: str) -> str:
     return next((name for prefix, name in SERVER_SCOPES.items() if nodeid.startswith(prefix)), nodeid.split("::")[0])
 
 
+# The longest scopes, longest first (measured with --durations=0), start before everything else: xdist's loadscope
+# hands out the scopes with the most tests first, which left single minutes-long tests to the end on one worker
+# while the other sat idle. The first two do not need the reference training run, so neither waits for it.
+LONGEST_FIRST = ["tests/train/test_step_equivalence.py", "slurm", "tests/plan/test_real_width.py", "model-server",
+                 "tests/plan/test_measured.py", "tests/train/test_refusals.py", "tests/train/test_train_e2e.py",
+                 "tests/registry/test_pyfunc_concurrency.py", "tests/train/test_checkpoint_resume.py",
+                 "tests/evaluate/test_grid.py", "mlflow-server", "tests/plan/test_plan.py",
+                 "tests/model/test_concurrency.py", "ray", "tests/train/test_bad_samples.py"]
+
+
+def longest_first(nodeid: str) -> int:
+    scope = scope_of(nodeid)
+    return LONGEST_FIRST.index(scope) if scope in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_xdist_make_scheduler(config, log):
-    """Like --dist loadscope, with the scopes of scope_of() (xdist's own loadgroup does not reach pytest 9's node ids)."""
+    """Like --dist loadscope, with the scopes of scope_of() (xdist's own loadgroup does not reach pytest 9's node ids),
+    handed out longest first (LONGEST_FIRST, then the rest in pytest-randomly's order)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ServerScopes(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return scope_of(nodeid)
+
+        def schedule(self) -> None:
+            if self.collection is None:  # the first call: order every worker's (identical) collection the same way
+                self.config.option.loadscopereorder = False
+                for node, collection in self.registered_collections.items():
+                    self.registered_collections[node] = sorted(collection, key=longest_first)
+            super().schedule()
 
     return ServerScopes(config, log)
 

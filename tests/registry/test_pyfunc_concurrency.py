@@ -33,20 +33,25 @@ def frames():
     return out
 
 
-def test_eight_threads_predict_like_one_at_a_time(uri, frames):
+@pytest.fixture(scope="module")
+def reference(uri, frames):
+    """The loaded pyfunc and its one-at-a-time answer to every frame."""
     model = mlflow.pyfunc.load_model(uri)
-    reference = [model.predict(f) for f in frames]
-    assert len({str(r[0]["vectors"]) for r in reference}) == 40  # every input has its own answer
-    assert differing(hammer(model.predict, frames, threads=8), reference, lambda a, b: a == b) == []
+    return model, [model.predict(f) for f in frames]
 
 
-def test_negative_control_unlocked_pyfunc_answers_wrongly(uri, frames):
-    model = mlflow.pyfunc.load_model(uri)
-    reference = [model.predict(f) for f in frames[:200]]
+def test_eight_threads_predict_like_one_at_a_time(reference, frames):
+    model, answers = reference
+    assert len({str(r[0]["vectors"]) for r in answers}) == 40  # every input has its own answer
+    assert differing(hammer(model.predict, frames, threads=8), answers, lambda a, b: a == b) == []
+
+
+def test_negative_control_unlocked_pyfunc_answers_wrongly(uri, reference, frames):
+    model = mlflow.pyfunc.load_model(uri)  # its own copy: the lock goes from this one only
     model.unwrap_python_model().retriever._forward_lock = contextlib.nullcontext()
     bad = []
     for _ in range(3):  # a race: retried so the control itself cannot flake
-        bad = differing(hammer(model.predict, frames[:200], threads=8), reference, lambda a, b: a == b)
+        bad = differing(hammer(model.predict, frames[:200], threads=8), reference[1][:200], lambda a, b: a == b)
         if bad:
             break
     assert bad, "the unlocked pyfunc answered every concurrent predict correctly: the test could not catch the race"
