@@ -8,6 +8,7 @@ fixtures live in the package that uses them, and the scheduler keeps every test 
 """
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -51,8 +52,7 @@ LONGEST_FIRST = ["tests/train/test_step_equivalence.py", "slurm", "tests/plan/te
                  "tests/model/test_concurrency.py", "ray", "tests/train/test_bad_samples.py"]
 
 
-def longest_first(nodeid: str) -> int:
-    scope = scope_of(nodeid)
+def rank(scope: str) -> int:
     return LONGEST_FIRST.index(scope) if scope in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
@@ -65,12 +65,14 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             return scope_of(nodeid)
 
-        def schedule(self) -> None:
-            if self.collection is None:  # the first call: order every worker's (identical) collection the same way
-                self.config.option.loadscopereorder = False
-                for node, collection in self.registered_collections.items():
-                    self.registered_collections[node] = sorted(collection, key=longest_first)
-            super().schedule()
+        def _assign_work_unit(self, node) -> None:
+            if not getattr(self, "_ordered", False):  # the first hand-out: the queue is complete, nothing sent yet
+                # stable: the scopes LONGEST_FIRST does not name keep pytest-randomly's order (loadscopereorder off)
+                self.workqueue = OrderedDict(sorted(self.workqueue.items(), key=lambda unit: rank(unit[0])))
+                self._ordered = True
+            super()._assign_work_unit(node)
+
+    config.option.loadscopereorder = False
 
     return ServerScopes(config, log)
 
