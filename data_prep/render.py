@@ -28,6 +28,7 @@ from data_prep import pages, shards, sources
 from data_prep.config import RenderConfig
 from pipeline.cli import Command, flag, parse_cli
 from pipeline.layout.lock import DirectoryInUse, claim
+from pipeline.layout.tars import write_shard
 from pipeline.logs import setup_logging
 
 log = logging.getLogger("data_prep.render")
@@ -130,7 +131,7 @@ def _page_tasks(todo: list[shards.ShardPlan], per_task: int, settings: dict) -> 
 def _finish_shard(out_dir: Path, sp: shards.ShardPlan, results: list[dict], ext: str) -> dict:
     """Write one shard from its page results (bad pages left out and listed); returns its manifest entry."""
     samples = [(r["key"], {ext: r["image"], "json": r["json"]}) for r in results if "error" not in r]
-    written = shards.write_shard(out_dir / sp.name, samples)
+    written = write_shard(out_dir / sp.name, samples)
     entry = {"name": sp.name, "split": sp.split, "samples": len(samples), **written, "plan": sp.plan}
     by_key = {j["key"]: j for j in sp.jobs}
     bad = [{"source": by_key[r["key"]]["source"], "page": by_key[r["key"]]["page"],
