@@ -44,12 +44,13 @@ def scope_of(nodeid: str) -> str:
 
 # The longest scopes, longest first (measured with --durations=0), start before everything else: xdist's loadscope
 # hands out the scopes with the most tests first, which left single minutes-long tests to the end on one worker
-# while the other sat idle. The first two do not need the reference training run, so neither waits for it.
-LONGEST_FIRST = ["tests/train/test_step_equivalence.py", "slurm", "tests/plan/test_real_width.py", "model-server",
-                 "tests/plan/test_measured.py", "tests/train/test_refusals.py", "tests/train/test_train_e2e.py",
-                 "tests/registry/test_pyfunc_concurrency.py", "tests/train/test_checkpoint_resume.py",
-                 "tests/evaluate/test_grid.py", "mlflow-server", "tests/plan/test_plan.py",
-                 "tests/model/test_concurrency.py", "ray", "tests/train/test_bad_samples.py"]
+# while the other sat idle. The first builds the reference training run while the second, which does not need it,
+# runs beside it.
+LONGEST_FIRST = ["tests/train/test_train_e2e.py", "tests/train/test_step_equivalence.py", "tests/plan/test_real_width.py",
+                 "slurm", "tests/train/test_checkpoint_resume.py", "tests/plan/test_measured.py",
+                 "tests/registry/test_pyfunc_concurrency.py", "model-server", "tests/plan/test_plan.py",
+                 "tests/train/test_refusals.py", "tests/model/test_concurrency.py", "mlflow-server",
+                 "tests/test_tracking_store.py", "tests/train/test_bad_samples.py", "tests/plan/test_activations.py"]
 
 
 def rank(scope: str) -> int:
