@@ -153,6 +153,7 @@ def test_interrupted_three_ways_then_resumed_ends_on_the_reference_weights(refer
     assert {m.step for m in history} == set(range(1, STEPS + 1))  # one run, one history across 4 launches
 
 
+@pytest.mark.heavy  # launches a training
 def test_learning_curve_without_an_eval_set_fails_before_training(tmp_path, tiny_qwen2vl_dir):
     shards = write_shards(tmp_path / "shards", n_pages=8, shard_size=8)
     cfg = write_config(tmp_path, "noeval", tiny_qwen2vl_dir, shards, steps=2, eval_every=1)
