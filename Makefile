@@ -26,14 +26,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Two pytest-xdist workers (tests/conftest.py keeps each module, and each shared server's tests, on one worker);
-# pytest-randomly shuffles the order on every run (its seed is printed: -p randomly -p "randomly_seed=N" repeats it).
+# pytest-randomly shuffles the order on every run (its seed is printed: PYTEST_ARGS=--randomly-seed=N repeats an order).
 WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadscope --durations=15 $(PYTEST_ARGS)
 
 # Unit and property tests only: no training, no multi-process launches, no servers.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadgroup -m "not heavy and not slurm and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadscope -m "not heavy and not slurm and not slow" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m demo $(DEMO_ARGS)
@@ -43,7 +43,7 @@ experiment: $(STAMP)
 	$(BIN)/python -m benchmarks.precision_quality $(EXPERIMENT_ARGS)
 
 bench: $(STAMP)
-	for b in benchmarks/render.py benchmarks/model.py benchmarks/grad_cache.py benchmarks/loader.py benchmarks/serving.py; do $(BIN)/python $$b || exit 1; done
+	for b in benchmarks/render.py benchmarks/model.py benchmarks/grad_cache.py benchmarks/loader.py benchmarks/serving.py benchmarks/concurrency.py benchmarks/checkpoint_hash.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -48,7 +48,8 @@ def big_shard_rate(tmp: Path, mib: int) -> tuple[float, float]:
     (page-sized images: the synthetic pages are tiny, so their scan measures per-member overhead, not hashing)."""
     import os
 
-    from pipeline.layout.shards import ShardInfo, write_shard
+    from pipeline.layout.shards import ShardInfo
+    from pipeline.layout.tars import write_shard
 
     path = tmp / "train-000000.tar"
     entry = write_shard(path, [(f"k{i:05d}", {"json": b'{"queries": ["q"]}', "png": os.urandom(2**20)})

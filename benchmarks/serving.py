@@ -5,7 +5,7 @@
 1. per exported variant (from disk, loaded alone): weights on disk and page-encode time / the full model's;
    encode time / the full model's early exit at the same depth (goal ~1.0: a variant is that early exit);
 2. per budget and page-vector precision (fp16, int8, bin): index bytes per page and MaxSim top-10 search time
-   per query over an on-disk index of `--pages` pages / the full budget's and / the same budget at fp16 (vectors
+   per query over the flat index (the exact oracle) of `--pages` pages / the full budget's and / the same budget at fp16 (vectors
    random, on the page grid, pooled like real ones), and how many queries' top-10 equal the top-10 over the
    dequantised float vectors (the reference the codes stand for).
 Sides alternate and medians are compared; the clock is this process's CPU time, so jobs on other cores
@@ -33,11 +33,12 @@ from pipeline.export.variants import export_variant, load_variant, weights_bytes
 from pipeline.model.budgets import Budget  # noqa: E402
 from pipeline.model.pooling import apply_budget, normalize  # noqa: E402
 from pipeline.model.maxsim import topk_stream  # noqa: E402
-from pipeline.model.precision import PRECISIONS, quantize  # noqa: E402
+from pipeline.model.precision import PRECISIONS  # noqa: E402
 from pipeline.model.retriever import Retriever  # noqa: E402
 from pipeline.model.tiny import build_tiny_qwen2vl  # noqa: E402
 from pipeline.model.vectors import MultiVector  # noqa: E402
-from pipeline.serve.index import Index, pad, search  # noqa: E402
+from pipeline.serve.engines.base import Page  # noqa: E402
+from pipeline.serve.engines.flat import FlatEngine, pad  # noqa: E402
 
 BUDGETS = {"full": (0, 128, 1), "balanced": (0, 32, 2), "tiny": (0, 16, 4), "half-depth": (-2, 64, 1),
            "quarter-depth": (-4, 32, 2)}
@@ -96,37 +97,38 @@ def bench_search(args, work: Path) -> None:
     full = MultiVector(normalize(torch.randn(args.pages, g * g, 128)), torch.ones(args.pages, g * g, dtype=torch.bool),
                        grids)
     queries = normalize(torch.randn(16, 12, 128))
-    print(f"\n2. search over an on-disk index of {args.pages} pages ({g}x{g} grid), 16 queries x 12 tokens, top-10,"
-          " scored from the stored codes")
+    print(f"\n2. search over the flat index (pipeline/serve/engines/flat.py) of {args.pages} pages ({g}x{g} grid), "
+          "16 queries x 12 tokens, top-10, scored from the stored codes")
     print(f"{'budget':>20} {'bytes/page':>10} {'bytes ratio':>11} {'ms/query':>9} {'time ratio':>10} "
           f"{'vs fp16':>7} {'top-10 = dequantised':>20}")
-    rows, fns, idx, qvs = {}, {}, {}, {}
+    rows, fns, engines, qvs = {}, {}, {}, {}
     for name, (layers, dim, pool) in BUDGETS.items():
         if (dim, pool) in {v[:2] for v in rows.values()}:
             continue
         p = apply_budget(full, dim, pool)
-        counts = p.mask.sum(1)
-        offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
         for precision in PRECISIONS:
             key = name if precision == "fp16" else f"{name}-{precision}"
+            budget = Budget(None, dim, pool, precision)  # depth is the variants section's; the index needs none
             rows[key] = (dim, pool, name)
-            codes = quantize(p.vectors[p.mask], precision)
-            Index(codes, offsets, [str(i) for i in range(args.pages)], {}).save(work / "index" / key)
-            idx[key] = Index.load(work / "index" / key)
-            qvs[key] = [normalize(q[:, :dim]) for q in queries]
-            fns[key] = lambda i=idx[key], qv=qvs[key]: search(i, qv, 10)
+            engine = FlatEngine.create(work / "index" / key, [budget], {})
+            engine.upsert([Page(str(i), str(i), 0, "drawn", {budget: v}) for i, v in enumerate(p.unpad())])
+            engines[key] = FlatEngine.open(work / "index" / key)  # from disk, verified
+            qvs[key] = [{budget: normalize(q[:, :dim])} for q in queries]
+            fns[key] = lambda e=engines[key], qv=qvs[key], b=budget: e.search(qv, [(b, 10)])
     t = medians(fns, args.repeats)
-    base_bytes = idx["full"].header()["codes_bytes"] / args.pages
+
+    def codes_bytes(key: str) -> float:
+        return next(iter(engines[key].shelves.values())).codes.nbytes / args.pages
+
     for key, (dim, pool, name) in rows.items():
-        index = idx[key]
-        nbytes = (work / "index" / key / "index.safetensors").stat().st_size  # what the disk holds (header and offsets too)
-        codes_bytes = index.header()["codes_bytes"] / args.pages
-        assert nbytes >= index.header()["codes_bytes"]
-        got = search(index, qvs[key], 10)
-        _, want = topk_stream(pad(qvs[key]), (c.dequantize() for c in index.chunks()), 10)  # float reference
-        same = sum([k for k, _ in a] == [index.keys[i] for i in b] for a, b in zip(got, want.tolist()))
-        print(f"{key:>20} {codes_bytes:10.0f} {codes_bytes / base_bytes:11.4f} {1e3 * t[key] / 16:9.2f} "
-              f"{t[key] / t['full']:10.3f} {t[key] / t[name]:7.2f} {same:>17d}/16")
+        engine = engines[key]
+        (budget, shelf), = engine.shelves.items()
+        got = engine.search(qvs[key], [(budget, 10)])
+        chunks = (shelf.pages(torch.arange(s, min(s + 512, args.pages))).dequantize() for s in range(0, args.pages, 512))
+        _, want = topk_stream(pad([q[budget] for q in qvs[key]]), chunks, 10)  # the float reference
+        same = sum([h.key for h in a] == [engine.keys[i] for i in b] for a, b in zip(got, want.tolist()))
+        print(f"{key:>20} {codes_bytes(key):10.0f} {codes_bytes(key) / codes_bytes('full'):11.4f} "
+              f"{1e3 * t[key] / 16:9.2f} {t[key] / t['full']:10.3f} {t[key] / t[name]:7.2f} {same:>17d}/16")
 
 
 def main() -> None:

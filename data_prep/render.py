@@ -27,6 +27,8 @@ if __package__ in (None, ""):  # run as a script from a checkout that is not ins
 from data_prep import pages, shards, sources
 from data_prep.config import RenderConfig
 from pipeline.cli import Command, flag, parse_cli
+from pipeline.layout.lock import DirectoryInUse, claim
+from pipeline.layout.tars import write_shard
 from pipeline.logs import setup_logging
 
 log = logging.getLogger("data_prep.render")
@@ -129,7 +131,7 @@ def _page_tasks(todo: list[shards.ShardPlan], per_task: int, settings: dict) -> 
 def _finish_shard(out_dir: Path, sp: shards.ShardPlan, results: list[dict], ext: str) -> dict:
     """Write one shard from its page results (bad pages left out and listed); returns its manifest entry."""
     samples = [(r["key"], {ext: r["image"], "json": r["json"]}) for r in results if "error" not in r]
-    written = shards.write_shard(out_dir / sp.name, samples)
+    written = write_shard(out_dir / sp.name, samples)
     entry = {"name": sp.name, "split": sp.split, "samples": len(samples), **written, "plan": sp.plan}
     by_key = {j["key"]: j for j in sp.jobs}
     bad = [{"source": by_key[r["key"]]["source"], "page": by_key[r["key"]]["page"],
@@ -179,9 +181,14 @@ def make_shards(todo: list[shards.ShardPlan], settings: dict, out_dir: Path, cfg
 
 
 def render(cfg: RenderConfig) -> dict:
-    """Run the whole job; returns the manifest (also written to <output>/manifest.json)."""
+    """Run the whole job holding the output directory's lock (DirectoryInUse: another job holds it); returns the
+    manifest (also written to <output>/manifest.json)."""
     out_dir = Path(cfg.output).expanduser().resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with claim(out_dir, "render job"):  # two jobs writing one directory would overwrite each other's shards
+        return _render(cfg, out_dir)
+
+
+def _render(cfg: RenderConfig, out_dir: Path) -> dict:
     settings = pages.render_settings(cfg)
     items, qfile = sources.discover(cfg.input, cfg.queries)
     items, bad_names = sources.reject_unencodable(items)
@@ -189,7 +196,7 @@ def render(cfg: RenderConfig) -> dict:
     docs, rejects = probe_all(items, cfg)
     rejects += bad_names
     queries, unmatched = sources.attach_queries(docs, sources.load_queries(qfile))
-    fp = sources.fingerprint(docs, rejects, queries)
+    fp = sources.input_fingerprint(docs, rejects, queries)
     plans = shards.plan_shards(docs, queries, settings)
     known = shards.known_entries(out_dir)
     done = {sp.name: known[sp.name] for sp in plans
@@ -232,6 +239,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     try:
         render(cfg.render)
+    except DirectoryInUse as e:
+        log.error("%s", e)
+        raise SystemExit(1) from None
     finally:
         shutdown()
 

@@ -1,8 +1,9 @@
 """The render job's shard plan: split by document, page -> shard plan, rejects, keeping shards of an earlier run.
 
-The shard format itself (names, tar layout, manifest, verification) is owned by pipeline/layout/shards.py; this
-module plans and writes through it. Everything here is deterministic: the same documents and settings give the
-same plan, the same tar bytes and the same manifest, so a re-run can keep every shard whose checksum still matches.
+The shard format itself is owned by pipeline/layout/ (names, manifest, verification: shards.py; the tar layout:
+tars.py); this module plans and writes through it. Everything here is deterministic: the same documents and
+settings give the same plan, the same tar bytes and the same manifest, so a re-run can keep every shard whose
+checksum still matches.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from data_prep.sources import Doc, Reject
 from pipeline.layout.files import atomic_write, sha256_file
 from pipeline.layout.shards import (MANIFEST, PARTIAL, REJECTS, SPLITS, ManifestError, build_manifest,  # noqa: F401
-                                    json_bytes, sample_key, shard_name, verify_dir, write_shard)
+                                    json_bytes, sample_key, shard_name, verify_dir)
 
 
 @dataclass

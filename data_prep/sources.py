@@ -281,7 +281,7 @@ def read_row_group_images(path: str, row_group: int) -> list[bytes | None]:
     return [_image_bytes(v) for v in pf.read_row_group(row_group, columns=[col]).column(col).to_pylist()]
 
 
-def fingerprint(docs: list[Doc], rejects: list[Reject], queries: dict) -> str:
+def input_fingerprint(docs: list[Doc], rejects: list[Reject], queries: dict) -> str:
     """sha256 of the accepted input list (source, id, pages), the rejects and the attached queries."""
     payload = {
         "docs": sorted((d.source, d.doc_id, d.pages) for d in docs),

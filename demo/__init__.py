@@ -1,1 +1,1 @@
-"""The demo: the whole pipeline end to end (`python -m demo`, `make demo`) and its tiny model (`python -m demo.tiny`)."""
+"""The demo: the whole pipeline end to end (`python -m demo`, `make demo`) and its tiny model (python -m demo.tiny)."""

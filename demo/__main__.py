@@ -2,7 +2,8 @@
 
 Synthetic PDFs -> a local Ray head + `ray job submit data_prep/render.py` -> the `deepspeed` launcher on 2 CPU
 processes (ZeRO-3, gradient cache) -> budget-grid evaluation -> budget variants registered in a local SQLite
-MLflow registry -> gated alias promotion -> an index and a query at an alias, and the HTTP server.
+MLflow registry -> gated alias promotion -> the eval pages indexed in Qdrant Edge at an alias (every budget of
+serve.budgets), a cascade search and the exact search it approximates, and the HTTP server's /search.
 Every command is printed before it runs; every service started here is stopped by its PID.
 
     python -m demo [--config configs/tiny.yaml] [key=value ...]
@@ -53,7 +54,7 @@ def render_on_ray(cfg: RunConfig, conf: list[str]) -> None:
 
 
 def serve_http(cfg: RunConfig, conf: list[str], alias: str, query: str) -> None:
-    """Start the HTTP server for the alias, ask it for one query's vectors, stop it by PID."""
+    """Start the HTTP server for the alias, ask it for one query's results and its vectors, stop it by PID."""
     from pipeline.procs import free_port, stop_process_group
 
     port = free_port()
@@ -70,13 +71,14 @@ def serve_http(cfg: RunConfig, conf: list[str], alias: str, query: str) -> None:
                 if proc.poll() is not None or time.time() > deadline:
                     raise SystemExit("demo: the model server did not come up")
                 time.sleep(1)
-        body = json.dumps({"dataframe_split": {"columns": ["query"], "data": [[query]]}}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
-                                     {"Content-Type": "application/json"})
-        print(f"$ curl -s http://127.0.0.1:{port}/invocations -H 'Content-Type: application/json' -d '{body.decode()}'")
-        with urllib.request.urlopen(req, timeout=60) as r:
-            answer = json.loads(r.read())
-        print(f"-> {json.dumps(answer)[:300]} ...")
+        for path, body in (("search", {"queries": [query], "k": 3}),
+                           ("invocations", {"dataframe_split": {"columns": ["query"], "data": [[query]]}})):
+            data = json.dumps(body).encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/{path}", data, {"Content-Type": "application/json"})
+            print(f"$ curl -s http://127.0.0.1:{port}/{path} -H 'Content-Type: application/json' -d '{data.decode()}'")
+            with urllib.request.urlopen(req, timeout=60) as r:
+                answer = json.loads(r.read())
+            print(f"-> {json.dumps(answer)[:400]} ...")
     finally:
         stop_process_group(proc)  # the server's own session: uvicorn workers go with it
         print(f"model server (pid {proc.pid}) stopped")
@@ -146,19 +148,21 @@ def main(argv: list[str] | None = None) -> None:
     sh([PY, "-m", "pipeline.promote", *conf, "--alias", "full", "--version", str(smallest["registered"]["version"]),
         "--dry-run"],
        check=False)  # would the smallest variant take `full`? the gate compares nDCG@5 on the same eval set
-    banner("7/7 serving: index the eval pages at an alias, search, and the HTTP server")
+    banner("7/7 serving: the eval pages in Qdrant Edge, a cascade search, and the HTTP server")
     from data_prep.synth import EVAL_DIR
 
     lines = Path(cfg.synth.out_dir, "queries.jsonl").read_text().splitlines()
     held_out = (q for q in map(json.loads, lines) if q["doc"].startswith(f"{EVAL_DIR}/") or not cfg.synth.eval_docs)
     query = next(held_out)["query"]
-    sh([PY, "-m", "pipeline.serve", "index", *conf, "--alias", "balanced"])
-    sh([PY, "-m", "pipeline.serve", "search", *conf, "--query", query, "-k", "3"])
-    if "balanced-bin" in cards:  # the same weights, page vectors stored as sign bits: 1/16 of the bytes
-        bits = ["--alias", "balanced-bin", "--index-dir", f"{cfg.serve.index_dir}-bin"]
-        sh([PY, "-m", "pipeline.serve", "index", *conf, *bits])
-        sh([PY, "-m", "pipeline.serve", "search", *conf, *bits, "--query", query, "-k", "3"])
-    serve_http(cfg, conf, "balanced", query)
+    alias = cfg.serve.alias  # tiny.yaml: `full`, whose variant reaches every budget of serve.budgets
+    sh([PY, "-m", "pipeline.serve", "index", *conf, "--alias", alias])
+    cascade = " > ".join(f"{b}:{n}" for b, n in cfg.serve.cascade) or "the variant's own budget"
+    print(f"\ncascade ({cascade}; the last stage keeps k):")
+    sh([PY, "-m", "pipeline.serve", "search", *conf, "--alias", alias, "--query", query, "-k", "3"])
+    print("\nthe exact search it approximates (every page scored at the full budget):")
+    sh([PY, "-m", "pipeline.serve", "search", *conf, "--alias", alias, "--query", query, "-k", "3",
+        "serve.cascade=[[full, 3]]"])
+    serve_http(cfg, conf, alias, query)
     summary(cfg, conf, out)
     print(f"\ndemo finished in {time.time() - t0:.0f} s")
 

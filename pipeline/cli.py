@@ -74,13 +74,6 @@ class Command:
     verbs: dict[str, tuple[Flag, ...]] = field(default_factory=dict)  # verb -> its own flags (besides `flags`)
     root: Any = RunConfig  # the config tree type
 
-    def flag_names(self) -> dict[str, set[str]]:
-        """{verb or "": every option string it accepts} (what the flag-table test pins)."""
-        common = {"--config", "-h", "--help"} | {n for f in self.flags for n in f.names}
-        if not self.verbs:
-            return {"": common}
-        return {verb: common | {n for f in own for n in f.names} for verb, own in self.verbs.items()}
-
 
 def _field(root: Any, key: str) -> tuple[Any, str, Any]:
     """(section class, field name, field info) of a dotted key of the tree `root`."""

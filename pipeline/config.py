@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from pydantic import Field
 
-from pipeline.configlib import ConfigError, Section, load, save_config
+from pipeline.configlib import ConfigError, Section, load_tree, save_config
 from pipeline.data.config import DataConfig
 from pipeline.evaluate.config import EvalConfig
 from pipeline.export.config import ExportConfig
@@ -45,4 +45,4 @@ class Config(Section):
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), root: type = Config) -> Any:
     """Load YAML at `path` (or the defaults) and apply `key.sub=value` overrides; every check runs."""
-    return load(root, path, overrides)
+    return load_tree(root, path, overrides)

@@ -222,7 +222,7 @@ def set_key(tree: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def load(root: type, path: str | Path | None = None, overrides: Iterable[str] = ()) -> Any:
+def load_tree(root: type, path: str | Path | None = None, overrides: Iterable[str] = ()) -> Any:
     """Build `root` from the YAML at `path` (or the defaults) plus dotted overrides; every check runs."""
     tree = read_yaml(path) if path is not None else {}
     for item in overrides:

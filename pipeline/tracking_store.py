@@ -1,18 +1,32 @@
 """Where MLflow keeps a run's files: the configured experiment, created with an artifact root beside the tracking
-store (never the current directory), shared by training runs and registered variants."""
+store (never the current directory), shared by training runs and registered variants; a new local SQLite store's
+schema set up by one process at a time."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+from pipeline.layout.lock import serialised
+
 log = logging.getLogger(__name__)
+_READY: set[str] = set()  # SQLite stores this process has seen set up
 
 
 def prepare_uri(uri: str) -> str:
-    """Create the parent directory of a local SQLite store."""
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    """Create the parent directory of a local SQLite store and make sure its schema exists, under a flock on
+    `<file>.lock` beside it: MLflow's first-time set-up of a new SQLite file fails ("table already exists", a
+    locked database) in all but one of several processes that run it at once."""
+    if uri.startswith("sqlite:///") and uri not in _READY:
+        db = Path(uri[len("sqlite:///"):])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        from mlflow import MlflowClient
+
+        with serialised(db.with_name(db.name + ".lock")):
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client.search_experiments(max_results=1)  # creates or migrates the tracking and registry tables
+            client.search_registered_models(max_results=1)
+        _READY.add(uri)
     return uri
 
 

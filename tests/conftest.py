@@ -4,10 +4,11 @@ pytest-xdist workers, and the heavy fixtures the suite builds once (tiny models,
 Heavy artifacts (files) are built once per test session whatever the number of xdist workers: the first worker to
 ask builds them under a file lock in the session's shared directory, the others wait and reuse them. Tests read
 them and copy before they change anything. Servers (MLflow, the model server, Ray, Slurm) are processes: their
-fixtures live in the package that uses them, and every test using one is kept on one worker by an xdist group.
+fixtures live in the package that uses them, and the scheduler keeps every test of one server on one worker.
 """
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -28,20 +29,86 @@ HEAVY_FIXTURES = {"reference_run", "chain", "ray_head", "slurm_cluster", "tracki
                   "uninterrupted", "narrow_vocab_checkpoints"}
 
 
+# Tests that share a server process (a session fixture) run on one xdist worker, so one server is started: the
+# scheduler below keeps each of these path prefixes together, and every other module together.
+SERVER_SCOPES = {"tests/slurm/": "slurm", "tests/serve/": "model-server", "tests/registry/test_promotion": "mlflow-server",
+                 "tests/data_prep/test_render.py": "ray"}
+SERVER_FIXTURES = {"slurm_cluster": "slurm", "model_server": "model-server", "tracking_uri": "mlflow-server",
+                   "ray_head": "ray"}
+
+
+def scope_of(nodeid: str) -> str:
+    """The unit of work an xdist worker takes whole: a server's tests, else the test's module."""
+    return next((name for prefix, name in SERVER_SCOPES.items() if nodeid.startswith(prefix)), nodeid.split("::")[0])
+
+
+# The longest scopes, longest first (measured with --durations=0), start before everything else: xdist's loadscope
+# hands out the scopes with the most tests first, which left single minutes-long tests to the end on one worker
+# while the other sat idle. The first builds the reference training run while the second, which does not need it,
+# runs beside it.
+LONGEST_FIRST = ["tests/train/test_train_e2e.py", "tests/train/test_step_equivalence.py", "tests/plan/test_real_width.py",
+                 "slurm", "tests/train/test_checkpoint_resume.py", "tests/plan/test_measured.py",
+                 "tests/registry/test_pyfunc_concurrency.py", "model-server", "tests/plan/test_plan.py",
+                 "tests/train/test_refusals.py", "tests/model/test_concurrency.py", "mlflow-server",
+                 "tests/test_tracking_store.py", "tests/train/test_bad_samples.py", "tests/plan/test_activations.py"]
+
+
+def rank(scope: str) -> int:
+    return LONGEST_FIRST.index(scope) if scope in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Like --dist loadscope, with the scopes of scope_of() (xdist's own loadgroup does not reach pytest 9's node ids),
+    handed out longest first (LONGEST_FIRST, then the rest in pytest-randomly's order)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ServerScopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            if not getattr(self, "_ordered", False):  # the first hand-out: the queue is complete, nothing sent yet
+                # stable: the scopes LONGEST_FIRST does not name keep pytest-randomly's order (loadscopereorder off)
+                self.workqueue = OrderedDict(sorted(self.workqueue.items(), key=lambda unit: rank(unit[0])))
+                self._ordered = True
+            super()._assign_work_unit(node)
+
+    config.option.loadscopereorder = False
+
+    return ServerScopes(config, log)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Skip GPU tests without CUDA; mark `heavy` tests; keep each module on one xdist worker (its module fixtures
-    are then built once) unless the module names a group of its own (tests sharing a server)."""
+    """Skip GPU tests without CUDA; mark `heavy` tests; refuse a test that uses a server fixture outside the scope
+    that keeps the server's tests on one worker."""
     import torch
 
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip)
-        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if HEAVY_FIXTURES & fixtures:
             item.add_marker(pytest.mark.heavy)
-        if not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        for fixture in fixtures & set(SERVER_FIXTURES):
+            if scope_of(item.nodeid) != SERVER_FIXTURES[fixture]:
+                raise pytest.UsageError(f"{item.nodeid} uses {fixture}: put it under a path SERVER_SCOPES (tests/"
+                                        "conftest.py) maps to its server, or two workers start two servers")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_tracking_uri_restored():
+    """A test that points MLflow's process-wide tracking URI somewhere (a server, a store) leaves it as it was:
+    the next test, whichever it is, starts from the same global state."""
+    import sys
+
+    mlflow = sys.modules.get("mlflow")
+    before = mlflow.get_tracking_uri() if mlflow else None
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow and mlflow.get_tracking_uri() != before:
+        mlflow.set_tracking_uri(before)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from pipeline.cli import build_parser, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = {"--config", "-h", "--help"}
-SERVE = COMMON | {"--alias", "--model-uri", "--model", "--tracking-uri"}
+SERVE = COMMON | {"--alias", "--model-uri", "--model", "--tracking-uri", "--engine", "--qdrant-url", "--index-dir"}
 PINNED = {  # (module, verb): every option string the verb accepts
     ("pipeline.train.__main__", ""): COMMON | {"--output-dir", "--local_rank"},
     ("pipeline.evaluate.__main__", ""): COMMON | {"--model", "--shards", "--split", "--parquet", "--output-dir",
@@ -22,8 +21,10 @@ PINNED = {  # (module, verb): every option string the verb accepts
     ("pipeline.export.__main__", ""): COMMON | {"--model", "--output-dir", "--results"},
     ("pipeline.promote", ""): COMMON | {"--alias", "--version", "--max-bytes-per-page", "--tolerance", "--dry-run",
                                         "--model", "--tracking-uri", "--list"},
-    ("pipeline.serve.__main__", "index"): SERVE | {"--index-dir", "--shards", "--split"},
-    ("pipeline.serve.__main__", "search"): SERVE | {"--index-dir", "--query", "-k"},
+    ("pipeline.serve.__main__", "index"): SERVE | {"--shards", "--split"},
+    ("pipeline.serve.__main__", "search"): SERVE | {"--query", "-k"},
+    ("pipeline.serve.__main__", "delete"): SERVE | {"--doc"},
+    ("pipeline.serve.__main__", "verify"): SERVE,
     ("pipeline.serve.__main__", "http"): SERVE | {"--host", "--port"},
     ("data_prep.render", ""): COMMON | {"--input", "--output", "--queries"},
     ("data_prep.synth", ""): COMMON,
@@ -41,6 +42,14 @@ VERBS = [  # how each verb is run, and an argv prefix that selects the verb
 ]
 
 
+def flag_names(cli) -> dict[str, set[str]]:
+    """{verb or "": every option string the command's table declares}."""
+    common = {"--config", "-h", "--help"} | {n for f in cli.flags for n in f.names}
+    if not cli.verbs:
+        return {"": common}
+    return {verb: common | {n for f in own for n in f.names} for verb, own in cli.verbs.items()}
+
+
 def _cli(module: str):
     return __import__(module, fromlist=["CLI"]).CLI
 
@@ -55,7 +64,7 @@ def _accepted(parser: argparse.ArgumentParser, verb: str) -> set[str]:
 @pytest.mark.parametrize("module,verb", list(PINNED), ids=[f"{m}:{v}" for m, v in PINNED])
 def test_flags_per_verb_are_pinned(module, verb):
     cli = _cli(module)
-    assert cli.flag_names()[verb] == PINNED[(module, verb)]  # the table
+    assert flag_names(cli)[verb] == PINNED[(module, verb)]  # the table
     assert _accepted(build_parser(cli), verb) == PINNED[(module, verb)]  # what the parser really takes
 
 
@@ -84,42 +93,46 @@ def test_help_shows_field_docs_and_keys(capsys):
     assert "train.dist_timeout_s" in out and "--local_rank" not in out
 
 
-def _run(args: list[str], env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
-    t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                         env={**os.environ, **(env or {})})
-    return res, time.perf_counter() - t0
+def _run(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run an entry point with torch, DeepSpeed, transformers, Ray and MLflow unimportable: a refusal that
+    comes before anything heavy starts is one line; one that comes later is an ImportError traceback."""
+    return subprocess.run([sys.executable, str(ROOT / "tests" / "helpers" / "light_run.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
 
 
 @pytest.mark.parametrize("cmd,prefix", VERBS, ids=[" ".join(c + p) for c, p in VERBS])
-def test_user_error_is_one_line_in_well_under_a_second(cmd, prefix):
-    bad, took = _run([*cmd, *prefix, "--config", "configs/tiny.yaml", "loss.budgets=foo"])
+def test_user_error_is_one_line_before_anything_heavy_is_imported(cmd, prefix):
+    bad = _run([*cmd, *prefix, "--config", "configs/tiny.yaml", "loss.budgets=foo"])
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.count("\n") == 1 and bad.stderr.endswith(
         "config error: loss.budgets: 'foo' is not one of 'grid', '2d', 'full', 'diagonal', 'only'\n"), bad.stderr
-    assert took < 1.0, took
-    flag, _ = _run([*cmd, *prefix, "--nope"])
+    flag = _run([*cmd, *prefix, "--nope"])
     assert flag.returncode == 2 and flag.stderr.count("\n") == 1 and "unrecognized arguments: --nope" in flag.stderr
 
 
+def test_the_guard_catches_a_command_that_gets_as_far_as_torch(tmp_path):
+    """The negative control of the tests above: a valid config gets past parsing, and the first heavy import fails."""
+    res = _run(["-m", "pipeline.evaluate", "--config", "configs/tiny.yaml", f"eval.output_dir={tmp_path}"])
+    assert res.returncode != 0 and "import of torch halted" in res.stderr
+
+
 def test_missing_and_broken_files_are_one_line(tmp_path):
-    res, took = _run(["-m", "pipeline.train", "--config", str(tmp_path / "nope.yaml")])
+    res = _run(["-m", "pipeline.train", "--config", str(tmp_path / "nope.yaml")])
     assert res.returncode == 2 and res.stderr == (f"python -m pipeline.train: config error: {tmp_path / 'nope.yaml'}: "
                                                    "no such config file\n")
     (tmp_path / "bad.yaml").write_text("train:\n  steps: [1\n")
-    res, _ = _run(["-m", "pipeline.export", "--config", str(tmp_path / "bad.yaml")])
+    res = _run(["-m", "pipeline.export", "--config", str(tmp_path / "bad.yaml")])
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and f"{tmp_path / 'bad.yaml'}:3:" in res.stderr
-    assert took < 1.0
 
 
 def test_training_launch_checks_before_anything_starts(tmp_path):
     out = tmp_path / "run"
     env = {"RANK": "0", "WORLD_SIZE": "3", "LOCAL_RANK": "0"}
-    res, took = _run(["-m", "pipeline.train", "--config", "configs/tiny.yaml", f"train.output_dir={out}"], env)
+    res = _run(["-m", "pipeline.train", "--config", "configs/tiny.yaml", f"train.output_dir={out}"], env)
     assert res.returncode == 2 and res.stderr == ("python -m pipeline.train: config error: data.global_batch 16 does "
                                                   "not split over 3 ranks\n")
-    assert took < 1.0 and not out.exists()  # nothing was created
-    res, _ = _run(["-m", "pipeline.train", "--config", "configs/tiny.yaml", f"data.shards={tmp_path}",
+    assert not out.exists()  # nothing was created
+    res = _run(["-m", "pipeline.train", "--config", "configs/tiny.yaml", f"data.shards={tmp_path}",
                    f"train.output_dir={out}"])
     assert res.returncode == 2 and res.stderr.endswith(f"data.shards: no manifest.json in {tmp_path} (run the "
                                                        "render job first)\n") and not out.exists()

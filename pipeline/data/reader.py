@@ -5,9 +5,11 @@ shard directory); no URL-interpreting opener ever sees a manifest string. Two wa
 
 - `scan_shard(info)`: one sequential pass over a (large) training shard that hashes every byte, locates every
   member and parses the JSON records; the sha256 (when `verify`), the byte count and the sample count are
-  checked against the manifest. Images are read later by offset (`read_member`) and decoded by `decode_image`.
+  checked against the manifest. Images are read later by offset (`read_member`) and decoded by
+  `decode_sample_image`.
 - `read_shard(info)`: a (small) eval shard read whole into memory, verified, and served from those same bytes,
-  so every number computed from it comes from verified bytes.
+  so every number computed from it comes from verified bytes. `ShardPages` reads a split's pages this way for
+  evaluation and indexing.
 
 A bad sample (no image, a JSON record that does not parse, an image that does not decode) is a `ShardError` of
 one line naming the shard and the sample key; callers that may skip bad samples pass `on_bad` and count them.
@@ -19,9 +21,12 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
-from pipeline.layout.shards import IMAGE_EXTS, META_EXT, ShardError, ShardInfo, verify_walk, walk_tar
+from pipeline.layout.shards import (IMAGE_EXTS, META_EXT, ShardError, ShardInfo, split_shards, verified_fingerprint,
+                                    verify_walk)
+from pipeline.layout.tars import walk_tar
 
 OnBad = Callable[[ShardError], None]
 
@@ -113,7 +118,7 @@ def read_shard(info: ShardInfo, on_bad: OnBad | None = None) -> Iterator[Sample]
         yield Sample(s.key, ext, s.small[ext], meta)
 
 
-def decode_image(data: bytes, shard: object, key: str):
+def decode_sample_image(data: bytes, shard: object, key: str):
     """Decode image bytes to an RGB PIL image; ShardError naming `shard` and `key` when they do not decode."""
     from PIL import Image, UnidentifiedImageError
 
@@ -130,3 +135,43 @@ def decode_image(data: bytes, shard: object, key: str):
 def queries_of(meta: dict) -> list[str]:
     """The non-empty queries of a sample's JSON record."""
     return [q for q in meta.get("queries") or [] if isinstance(q, str) and q]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page to encode: its key, decoded image and queries (each relevant to this page only)."""
+
+    key: str
+    image: Any  # PIL.Image.Image
+    queries: list[str]
+
+
+class ShardPages:
+    """The pages of a split's shards, in manifest order, from verified bytes: every shard's size, sha256 and sample
+    count are checked at construction (a corrupt shard fails here, naming it) and again as it is read.
+    `fingerprint` identifies the content (with a page limit folded in), `name` the directory and split."""
+
+    def __init__(self, shard_dir: str | Path, split: str, max_pages: int | None = None):
+        self.shards = split_shards(shard_dir, split)
+        self.max_pages = max_pages
+        self.name = f"{Path(shard_dir).resolve()}:{split}"
+        self.fingerprint = with_limit(verified_fingerprint(self.shards), max_pages)
+        self.num_pages = min(sum(s.samples for s in self.shards), max_pages or 1 << 62)
+
+    def pages(self) -> Iterator[Page]:
+        i = 0
+        for shard in self.shards:
+            for sample in read_shard(shard):  # the bytes read are checked again against the same sha256
+                if self.max_pages is not None and i >= self.max_pages:
+                    return
+                image = decode_sample_image(sample.image, shard.path, sample.key)
+                yield Page(sample.key, image, queries_of(sample.meta))
+                i += 1
+
+
+def with_limit(fp: str, max_pages: int | None) -> str:
+    """A page limit makes another page set: fold it into the fingerprint."""
+    if max_pages is None:
+        return fp
+    return hashlib.sha256(f"{fp}:{max_pages}".encode()).hexdigest()[:16]
+

@@ -17,21 +17,22 @@ each time it comes up.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.data.reader import decode_image, queries_of, read_member, scan_shard
-from pipeline.layout.shards import ShardError, ShardInfo
+from pipeline.data.reader import decode_sample_image, queries_of, read_member, scan_shard
+from pipeline.layout.shards import ShardError, ShardInfo, shard_list_fingerprint
 
 log = logging.getLogger(__name__)
+# What a checkpointed stream position depends on, and the setting that changes it.
+RESUME_SETTINGS = {"global_batch": "data.global_batch", "seed": "data.seed",
+                   "fingerprint": "the data (data.shards/data.split: shard names, sizes, sha256)",
+                   "samples": "the number of trainable samples (data.skip_bad_samples)"}
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,6 @@ def index_shards(shards: list[ShardInfo], verify: bool = True, skip_bad: bool = 
     return refs, len(bad)
 
 
-def fingerprint(shards: list[ShardInfo]) -> str:
-    """A short id of the shard list (names, counts, sizes, checksums): a resumed run must read the same data."""
-    text = json.dumps([[s.name, s.samples, s.bytes, s.sha256] for s in shards])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     """The order of the `n` samples in `epoch`: [n] int64, a pure function of (seed, epoch)."""
     return np.random.default_rng([seed, epoch]).permutation(n)
@@ -131,7 +126,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         skip_bad: bool = False,
     ):
         self.paths = [s.path for s in shards]
-        self.fingerprint = fingerprint(shards)
+        self.fingerprint = shard_list_fingerprint(shards)
         self.skip_bad = skip_bad
         self.bad_at_index = 0  # samples skipped while indexing (skip_bad only)
         if refs is None:
@@ -149,18 +144,27 @@ class TrainStream(torch.utils.data.IterableDataset):
         return {"step": self.start_step, "seed": self.seed, "global_batch": self.global_batch,
                 "samples": len(self.refs), "fingerprint": self.fingerprint}
 
+    def resume_problem(self, state: dict) -> str | None:
+        """Why this stream cannot continue from the checkpointed position `state` (other data, seed or global
+        batch: the batches would not be the ones the run was seeing), naming the setting; None when it can."""
+        now = self.state_dict()
+        for key, setting in RESUME_SETTINGS.items():
+            if state.get(key) != now[key]:
+                return f"{setting} was {state.get(key)!r} at the checkpoint, now {now[key]!r}"
+        return None
+
     def load_state_dict(self, state: dict) -> None:
         """Continue from a checkpoint's position; refuses different data, seed or global batch."""
-        for k in ("seed", "global_batch", "samples", "fingerprint"):
-            if state[k] != self.state_dict()[k]:
-                raise ValueError(f"cannot resume the stream: {k} was {state[k]!r}, now {self.state_dict()[k]!r}")
+        why = self.resume_problem(state)
+        if why:
+            raise ValueError(f"cannot resume the stream: {why}")
         self.start_step = int(state["step"])
 
     def _read(self, ref: SampleRef) -> Image.Image:
         f = self._files.get(ref.shard)
         if f is None:
             f = self._files[ref.shard] = open(self.paths[ref.shard], "rb")
-        return decode_image(read_member(f, ref), self.paths[ref.shard], ref.key)
+        return decode_sample_image(read_member(f, ref), self.paths[ref.shard], ref.key)
 
     def _read_or_next(self, i: int) -> tuple[SampleRef, Image.Image, int]:
         """(ref, image, bad): sample i, or with skip_bad the first readable sample after it (wrapping around)."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 from pipeline.cli import Command, flag, parse_cli
 from pipeline.config import Config
@@ -55,14 +54,14 @@ def run(cfg: Config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.layout.shards import ManifestError, ShardError, one_line
+    from pipeline.layout.shards import ManifestError, ShardError, error_line
 
     cfg = parse_cli(CLI, argv)
     setup_logging()
     try:
         results = run(cfg)
     except (ManifestError, ShardError) as e:  # an eval set that is not what its manifest says: no numbers
-        log.error("%s", one_line(e))
+        log.error("%s", error_line(e))
         return 1
     best = max(results["rows"], key=lambda r: r["ndcg_at_5"])
     log.info("%d budgets on %d pages / %d queries; best nDCG@5 %.4f at %s", len(results["rows"]), results["pages"],

@@ -15,17 +15,6 @@ import torch
 from pipeline.model.precision import bytes_per_vector
 
 
-def pooled_counts(grids: torch.Tensor, pool: int) -> torch.Tensor:
-    """Vectors per page after pooling by `pool`: grids [P, 2] (rows, cols) -> [P] long, ceil(h/p) * ceil(w/p)."""
-    g = grids.long()
-    return ((g[:, 0] + pool - 1) // pool) * ((g[:, 1] + pool - 1) // pool)
-
-
-def bytes_per_page_from_grids(grids: torch.Tensor, dim: int, pool: int, precision: str = "fp16") -> float:
-    """Mean index bytes per page predicted from the patch grids alone: grids [P, 2] -> float."""
-    return bytes_per_page(pooled_counts(grids, pool), dim, precision)
-
-
 def bytes_per_page(vector_counts: list[int] | torch.Tensor, dim: int, precision: str = "fp16") -> float:
     """Mean index bytes per page from the vectors actually stored: counts [P] -> float (exact, no estimate;
     int8 vectors carry their float16 scale)."""

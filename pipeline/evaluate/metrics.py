@@ -25,7 +25,7 @@ def ranked(scores: dict[str, float]) -> list[str]:
     return [d for d, _ in sorted(scores.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)]
 
 
-def truncate(run: dict[str, dict[str, float]], k: int) -> dict[str, dict[str, float]]:
+def top_k(run: dict[str, dict[str, float]], k: int) -> dict[str, dict[str, float]]:
     """Each query's top-k documents in trec_eval's order (the rest dropped)."""
     return {q: {d: docs[d] for d in ranked(docs)[:k]} for q, docs in run.items()}
 
@@ -37,7 +37,7 @@ def per_query(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]
     """
     run = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items()}
     cut = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.5,10", "recall.1,5,10"}).evaluate(run)
-    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(truncate(run, 10))
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top_k(run, 10))
     out = {}
     for q, vals in cut.items():
         row = {name: float(vals[key]) for name, key in MEASURES.items()}

@@ -51,14 +51,14 @@ def run(cfg: Config) -> list[tuple[str, Path, dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.layout.shards import ManifestError, ShardError, one_line
+    from pipeline.layout.shards import ManifestError, ShardError, error_line
 
     cfg = parse_cli(CLI, argv)
     setup_logging()
     try:
         done = run(cfg)
     except (ManifestError, ShardError) as e:  # quality from an eval set that is not what its manifest says
-        log.error("%s", one_line(e))
+        log.error("%s", error_line(e))
         return 1
     for name, path, card in done:
         reg = card.get("registered")

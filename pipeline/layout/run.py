@@ -3,7 +3,9 @@ it by default.
 
     <train.output_dir>/
       checkpoints/            DeepSpeed ZeRO-3 checkpoints `step-N/` (resumable); `step-N/complete.json`, written
-                              last, records every file's size; `latest` names the newest (pipeline/train/checkpoint.py)
+                              last, records every file's size and sha256; `latest` names the newest
+                              (pipeline/train/checkpoint.py)
+      .job.lock               the running job's flock and name (pipeline/layout/lock.py)
       final/                  Retriever.save_pretrained: safetensors + config + processor; loads without DeepSpeed
       run.json                {"mlflow_run_id", "tracking_uri", "experiment", "steps"}
       resolved_config.yaml    the config the run trained with

@@ -1,4 +1,5 @@
-"""The shard directory: the contract between the render job (writer) and training, evaluation and serving (readers).
+"""The shard directory: the contract between the render job (writer) and training, evaluation and serving (readers):
+shard names, sample keys, the manifest, and the checks of shards against it (the tar format: pipeline/layout/tars.py).
 
 A shard directory holds `manifest.json`, the shards `{split}-{index:06d}.tar` and `rejects.jsonl`.
 
@@ -15,8 +16,9 @@ A shard directory holds `manifest.json`, the shards `{split}-{index:06d}.tar` an
   the entry's split, not a symlink, resolving inside the shard directory, each name once. Nothing hands a
   manifest string to an opener that interprets URLs (webdataset's `pipe:` runs a shell command).
 - Shards are written to a temporary name and renamed when complete, with fixed member order and metadata, so
-  the same samples give the same bytes. A reader verifies a shard (size, sha256, sample count) before it
-  computes anything from it (pipeline/data/reader.py reads samples; `verify_dir` checks a whole directory).
+  the same samples give the same bytes (pipeline/layout/tars.py). A reader verifies a shard (size, sha256, sample
+  count) before it computes anything from it (pipeline/data/reader.py reads samples; `verify_dir` checks a whole
+  directory).
 """
 
 from __future__ import annotations
@@ -25,19 +27,17 @@ import hashlib
 import json
 import os
 import re
-import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
 
-from pipeline.layout.files import BLOCK, atomic_file, atomic_write, sha256_file
+from pipeline.layout.files import atomic_write
+from pipeline.layout.tars import META_EXT, ShardError, walk_tar
 
 MANIFEST = "manifest.json"
 PARTIAL = "manifest.partial.json"  # shards finished by an interrupted render run: read back by the next run
 REJECTS = "rejects.jsonl"
 SPLITS = ("train", "eval")
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")  # in order of preference when a sample holds several
-META_EXT = "json"
 _SPLIT = r"[A-Za-z0-9_]+"
 _NAME = re.compile(rf"({_SPLIT})-(\d{{6}})\.tar")
 _SHA = re.compile(r"[0-9a-f]{64}")
@@ -47,11 +47,7 @@ class ManifestError(ValueError):
     """A manifest or shard directory that cannot be trusted; the message is one line naming the file or entry."""
 
 
-class ShardError(ValueError):
-    """A shard or sample whose bytes are not what the manifest promises; one line naming the shard (and key)."""
-
-
-def one_line(err: Exception) -> str:
+def error_line(err: Exception) -> str:
     """The one-line message of a ManifestError/ShardError, also when a DataLoader worker re-raised it wrapped in
     its traceback text (the original message is then the last line, after the exception's class name)."""
     lines = str(err).strip().splitlines() or [type(err).__name__]
@@ -84,57 +80,6 @@ class ShardInfo:
     @property
     def name(self) -> str:
         return self.path.name
-
-
-# ---- writing -------------------------------------------------------------------------------------------------
-
-
-def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, 0, 0o644, 0, 0, "", ""
-    return ti
-
-
-class _Bytes:
-    """A minimal file object over bytes for tarfile.addfile (avoids copying into BytesIO)."""
-
-    def __init__(self, data: bytes):
-        self._view, self._pos = memoryview(data), 0
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self._view) if n < 0 else self._pos + n
-        chunk = self._view[self._pos : end].tobytes()
-        self._pos += len(chunk)
-        return chunk
-
-
-def write_shard(path: str | Path, samples: list[tuple[str, dict[str, bytes]]]) -> dict:
-    """Write samples [(key, {ext: bytes})] as a deterministic tar at a temporary name, fsync, rename over `path`.
-
-    Returns the entry fields {"samples", "bytes", "sha256"} of the finished file."""
-    path = Path(path)
-    h = hashlib.sha256()
-    with atomic_file(path) as raw:
-        sink = _HashingWriter(raw, h)
-        with tarfile.open(fileobj=sink, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for key, members in samples:
-                if "." in key or "/" in key or not key:
-                    raise ShardError(f"{path.name}: sample key {key!r} must be non-empty without '.' or '/'")
-                for ext in sorted(members):
-                    tar.addfile(_tarinfo(f"{key}.{ext}", len(members[ext])), fileobj=_Bytes(members[ext]))
-    return {"samples": len(samples), "bytes": path.stat().st_size, "sha256": h.hexdigest()}
-
-
-class _HashingWriter:
-    def __init__(self, f: BinaryIO, h):
-        self.f, self.h = f, h
-
-    def write(self, data) -> int:
-        self.h.update(data)
-        return self.f.write(data)
-
-    def tell(self) -> int:
-        return self.f.tell()
 
 
 def build_manifest(settings: dict, input_fingerprint: str, entries: list[dict], extra: dict | None = None) -> dict:
@@ -246,74 +191,12 @@ def split_shards(shard_dir: str | Path, split: str) -> list[ShardInfo]:
     return shards
 
 
-@dataclass
-class SampleMembers:
-    """The members of one sample: ext -> (offset of the data in the tar, size); `small` holds the bytes of the
-    members asked for while walking (e.g. the JSON record)."""
-
-    key: str
-    members: dict[str, tuple[int, int]] = field(default_factory=dict)
-    small: dict[str, bytes] = field(default_factory=dict)
-
-
-class _HashingReader:
-    """Reads a file sequentially, hashing every byte that passes (tarfile's stream mode never seeks)."""
-
-    def __init__(self, f: BinaryIO):
-        self.f, self.h, self.n = f, hashlib.sha256(), 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.f.read(n)
-        self.h.update(data)
-        self.n += len(data)
-        return data
-
-    def drain(self) -> None:
-        for block in iter(lambda: self.read(BLOCK), b""):
-            pass
-
-
-def walk_tar(source: str | Path | BinaryIO, keep: tuple[str, ...] = (META_EXT,), name: str | None = None,
-             hashed: bool = True) -> tuple[list[SampleMembers], str, int]:
-    """Walk a shard once, front to back: (samples in order, sha256 of every byte, byte count).
-
-    Members named in `keep` have their bytes kept; the others are only located. Without `hashed` the walk seeks
-    over member data (reads headers and kept members only) and the sha256 returned is "". ShardError (naming the
-    shard) on a tar that does not parse or members that break the sample layout."""
-    label = name or str(source)
-    f = open(source, "rb") if isinstance(source, (str, Path)) else source
-    try:
-        reader = _HashingReader(f)
-        samples: list[SampleMembers] = []
-        by_key: dict[str, SampleMembers] = {}
-        try:
-            opened = tarfile.open(fileobj=reader, mode="r|") if hashed else tarfile.open(fileobj=f, mode="r:")
-            with opened as tar:
-                for m in tar:
-                    if not m.isfile():
-                        continue
-                    key, dot, ext = m.name.partition(".")
-                    if not dot or not key or "/" in m.name:
-                        raise ShardError(f"{label}: member {m.name!r} is not {{key}}.{{ext}}")
-                    s = by_key.get(key)
-                    if s is None:
-                        s = by_key[key] = SampleMembers(key)
-                        samples.append(s)
-                    elif samples[-1] is not s:
-                        raise ShardError(f"{label}: sample {key}: members are not adjacent")
-                    ext = ext.lower()
-                    s.members[ext] = (m.offset_data, m.size)
-                    if ext in keep:
-                        s.small[ext] = tar.extractfile(m).read()
-        except tarfile.TarError as e:
-            raise ShardError(f"{label}: not a readable tar ({e})") from None
-        if not hashed:
-            return samples, "", f.seek(0, os.SEEK_END)
-        reader.drain()
-        return samples, reader.h.hexdigest(), reader.n
-    finally:
-        if f is not source:
-            f.close()
+def shard_list_fingerprint(shards: list[ShardInfo]) -> str:
+    """A short id of a shard list (names, sample counts, sizes, sha256s as the manifest lists them): the same id
+    means the same samples. A reader that verified the shards' bytes against these entries may use it as the id of
+    the content it read."""
+    text = json.dumps([[s.name, s.samples, s.bytes, s.sha256] for s in shards])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def verify_walk(info: ShardInfo, sha256: str, size: int, samples: int) -> None:
@@ -326,6 +209,20 @@ def verify_walk(info: ShardInfo, sha256: str, size: int, samples: int) -> None:
         raise ShardError(f"{info.path}: holds {samples} samples, the manifest says {info.samples}")
 
 
+def verify_shard(info: ShardInfo) -> None:
+    """ShardError unless `info`'s shard, read whole once, has the manifest's size, sha256 and sample count."""
+    samples, sha, size = walk_tar(info.path, keep=(), name=str(info.path))
+    verify_walk(info, sha, size, len(samples))
+
+
+def verified_fingerprint(shards: list[ShardInfo]) -> str:
+    """The shard-list fingerprint of `shards` after every shard's bytes were read and checked against its entry
+    (ShardError naming the first that differs): the id of content that was verified, not just listed."""
+    for shard in shards:
+        verify_shard(shard)
+    return shard_list_fingerprint(shards)
+
+
 def verify_dir(shard_dir: str | Path) -> tuple[dict, list[str]]:
     """(manifest, problems): every entry's name, size, sha256 and sample count, and the split totals."""
     manifest, infos = read_manifest(shard_dir)
@@ -333,8 +230,7 @@ def verify_dir(shard_dir: str | Path) -> tuple[dict, list[str]]:
     for info in infos:
         try:
             check_size(info)
-            samples, sha, size = walk_tar(info.path, keep=())
-            verify_walk(info, sha, size, len(samples))
+            verify_shard(info)
         except ShardError as e:
             problems.append(str(e))
     for split, total in (manifest.get("splits") or {}).items():
@@ -344,14 +240,7 @@ def verify_dir(shard_dir: str | Path) -> tuple[dict, list[str]]:
     return manifest, problems
 
 
-def iter_shard_files(shard_dir: Path) -> Iterator[Path]:
-    """Files in `shard_dir` that look like shards (by name), for cleaning up after a changed plan."""
-    for p in sorted(shard_dir.iterdir()):
-        if _NAME.fullmatch(p.name) and p.is_file():
-            yield p
-
-
-__all__ = ["BLOCK", "IMAGE_EXTS", "MANIFEST", "META_EXT", "PARTIAL", "REJECTS", "SPLITS", "ManifestError",
-           "SampleMembers", "ShardError", "ShardInfo", "build_manifest", "check_name", "check_size", "json_bytes", "one_line",
-           "read_manifest", "sample_key", "sha256_file", "shard_name", "split_shards", "verify_dir",
-           "verify_walk", "walk_tar", "write_manifest", "write_shard"]
+__all__ = ["IMAGE_EXTS", "MANIFEST", "META_EXT", "PARTIAL", "REJECTS", "SPLITS", "ManifestError", "ShardError",
+           "ShardInfo", "build_manifest", "check_name", "check_size", "error_line", "json_bytes", "read_manifest",
+           "sample_key", "shard_list_fingerprint", "shard_name", "split_shards", "verified_fingerprint", "verify_dir",
+           "verify_shard", "verify_walk", "write_manifest"]

@@ -1,5 +1,6 @@
 """Published architecture configs shipped in configs/architectures/: find one for a model name, build its
-transformers config (optionally at truncated depth), and instantiate the backbone on the meta device.
+transformers config (optionally at truncated depth), instantiate the backbone on the meta device, and the shape of
+its vision tower (`Tower`, read by each family).
 
 The shipped files are the models' published config.json, so the real architecture can be sized and tested
 without a download; a local checkpoint directory's own config.json is used the same way.
@@ -8,12 +9,28 @@ without a download; a local checkpoint directory's own config.json is used the s
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 ARCH_DIR = Path(__file__).resolve().parents[2] / "configs" / "architectures"
+
+
+@dataclass
+class Tower:
+    """The vision tower: `width` E, `depth` blocks, `heads`, MLP width `mlp`, one patch = `patch_dim` input values;
+    `merge` x `merge` patches become one image token (1 for PaliGemma)."""
+
+    width: int
+    depth: int
+    heads: int
+    mlp: int
+    patch: int
+    patch_dim: int
+    merge: int
+    image_size: int | None  # fixed square input side (PaliGemma); None: dynamic resolution (Qwen2-VL)
 
 
 def find_architecture(name_or_path: str | Path) -> Path | None:
@@ -44,11 +61,11 @@ def load_architecture(name_or_path: str | Path, text_layers: int | None = None, 
     model_type = raw.pop("model_type")
     config = AutoConfig.for_model(model_type, **raw)
     if text_layers is not None or vision_layers is not None:
-        config = truncate(config, text_layers, vision_layers)
+        config = cut_depth(config, text_layers, vision_layers)
     return config
 
 
-def truncate(config, text_layers: int | None, vision_layers: int | None):
+def cut_depth(config, text_layers: int | None, vision_layers: int | None):
     """A copy of `config` with fewer decoder layers / vision blocks (widths unchanged)."""
     config = type(config).from_dict(config.to_dict())
     text = config.get_text_config()
@@ -57,8 +74,9 @@ def truncate(config, text_layers: int | None, vision_layers: int | None):
         if getattr(text, "layer_types", None):
             text.layer_types = list(text.layer_types)[:text_layers]
     if vision_layers is not None:
-        vision = config.vision_config
-        setattr(vision, "depth" if hasattr(vision, "depth") else "num_hidden_layers", vision_layers)
+        from pipeline.model.families import of_config
+
+        setattr(config.vision_config, of_config(config).VISION_DEPTH, vision_layers)
     return config
 
 

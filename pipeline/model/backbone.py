@@ -12,7 +12,6 @@ from torch import nn
 from pipeline.model.config import ModelConfig
 
 log = logging.getLogger(__name__)
-ARCHES = {"qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_vl", "paligemma": "paligemma"}
 VISION_MODULES = ["visual", "vision_tower", "multi_modal_projector", "merger"]
 
 
@@ -49,13 +48,6 @@ def quantization_config(mode: str):
                                   bnb_4bit_compute_dtype=torch.float32 if not torch.cuda.is_available() else torch.bfloat16,
                                   llm_int8_skip_modules=VISION_MODULES)
     raise ValueError(f"model.quantization must be none, 8bit or 4bit, got {mode!r}")
-
-
-def arch_of(config) -> str:
-    arch = ARCHES.get(config.model_type)
-    if arch is None:
-        raise ValueError(f"unsupported model type {config.model_type!r} (supported: {', '.join(ARCHES)})")
-    return arch
 
 
 def load_backbone(path: str | Path, cfg: ModelConfig, plain_vlm: bool) -> nn.Module:

@@ -54,7 +54,8 @@ class Budget:
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r} (known: {', '.join(PRECISIONS)})")
-        if any(x is not None and x < 1 for x in (self.layers, self.dim)) or (self.pool < 1 and self.pool not in POOL_NAMES):
+        small = any(x is not None and x < 1 for x in (self.layers, self.dim))
+        if small or (self.pool < 1 and self.pool not in POOL_NAMES):
             raise ValueError(f"layers, dim and pool must be >= 1, got {(self.layers, self.dim, self.pool)}")
 
     def __str__(self) -> str:

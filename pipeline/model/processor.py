@@ -1,12 +1,12 @@
 """Page images and query texts -> model inputs plus where the vectors sit (built here: no torchvision needed).
 
-Pages become one vector per image token (row-major over the merged patch grid), queries one per text token.
+Pages become one vector per image token (row-major over the merged patch grid), queries one per text token. The
+parts every family shares live here; each family's page layout lives in pipeline/model/families/<name>.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +77,7 @@ class QueryInputs(EncoderInputs):
     """Processed query texts."""
 
 
-def _pad(seqs: list[list[int]], vec_pos: list[list[int]], pad_id: int) -> dict:
+def pad_batch(seqs: list[list[int]], vec_pos: list[list[int]], pad_id: int) -> dict:
     """Right-pad token lists and vector positions -> the EncoderInputs fields input_ids, attention_mask [B, L],
     vector_index, vector_mask [B, N] and the host-side lengths and counts."""
     length = max(max(len(s) for s in seqs), 1)
@@ -96,9 +96,8 @@ def _pad(seqs: list[list[int]], vec_pos: list[list[int]], pad_id: int) -> dict:
 
 
 class RetrieverProcessor:
-    """Shared part: a tokenizer, an image processor, the query prefix (masked out) and the query length cap."""
-
-    arch = ""
+    """Shared part: a tokenizer, an image processor, the query prefix (masked out) and the query length cap; a
+    family's processor (pipeline/model/families/) adds `pages()` and what surrounds a query."""
 
     def __init__(self, tokenizer, image_processor, query_prefix: str = "", max_query_tokens: int = 32):
         self.tokenizer = tokenizer
@@ -121,7 +120,7 @@ class RetrieverProcessor:
             body = self._ids(t)[: self.max_query_tokens]
             seqs.append(before + body + after)
             pos.append(list(range(len(before), len(before) + len(body))))
-        padded = _pad(seqs, pos, self.pad_id)
+        padded = pad_batch(seqs, pos, self.pad_id)
         return QueryInputs(**padded, token_type_ids=self._query_token_types(padded["input_ids"]))
 
     def _query_token_types(self, ids: torch.Tensor) -> torch.Tensor | None:
@@ -136,76 +135,9 @@ class RetrieverProcessor:
         self.image_processor.save_pretrained(directory)
 
 
-class Qwen2VLRetrieverProcessor(RetrieverProcessor):
-    """Qwen2-VL family: one <|image_pad|> per merged patch inside a user turn; mm_token_type_ids mark them."""
-
-    arch = "qwen2_vl"
-    PAGE_PREFIX = "<|im_start|>user\n<|vision_start|>"
-    PAGE_SUFFIX = "<|vision_end|><|im_end|>"
-
-    def pages(self, images: list) -> PageInputs:
-        """PIL images -> PageInputs; a page of h x w patches gives (h/m) x (w/m) vectors, m the merge size."""
-        out = self.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
-        thw = out["image_grid_thw"].long()
-        merge = self.image_processor.merge_size
-        image_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-        before, after = self._ids(self.PAGE_PREFIX), self._ids(self.PAGE_SUFFIX)
-        seqs, pos, grids = [], [], []
-        for t, h, w in thw.tolist():
-            rows, cols = h // merge, t * w // merge
-            seqs.append(before + [image_id] * (rows * cols) + after)
-            pos.append(list(range(len(before), len(before) + rows * cols)))
-            grids.append([rows, cols])
-        padded = _pad(seqs, pos, self.pad_id)
-        return PageInputs(**padded, grids=torch.tensor(grids), pixel_values=out["pixel_values"], image_grid_thw=thw,
-                          token_type_ids=(padded["input_ids"] == image_id).long(),
-                          patches=tuple(t * h * w for t, h, w in thw.tolist()))
-
-
-class PaliGemmaRetrieverProcessor(RetrieverProcessor):
-    """PaliGemma family: image tokens, <bos>, prompt, newline; the whole input is a bidirectional prefix."""
-
-    arch = "paligemma"
-    PAGE_PROMPT = "Describe the image.\n"
-
-    def __init__(self, *args, image_seq_length: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.image_seq_length = image_seq_length
-
-    def _query_parts(self) -> tuple[list[int], list[int]]:
-        return [self.tokenizer.bos_token_id] + self._ids(self.query_prefix), self._ids("\n")
-
-    def _query_token_types(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(ids)
-
-    def pages(self, images: list) -> PageInputs:
-        """PIL images -> PageInputs; every page gives image_seq_length vectors on a square grid."""
-        pixels = self.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
-        image_id = self.tokenizer.convert_tokens_to_ids("<image>")
-        n = self.image_seq_length
-        side = math.isqrt(n)
-        seq = [image_id] * n + [self.tokenizer.bos_token_id] + self._ids(self.PAGE_PROMPT)
-        padded = _pad([seq] * len(images), [list(range(n))] * len(images), self.pad_id)
-        return PageInputs(**padded, grids=torch.tensor([[side, n // side]] * len(images)), pixel_values=pixels,
-                          token_type_ids=torch.zeros_like(padded["input_ids"]))
-
-
-def load_processor(path: str | Path, arch: str, config, query_prefix: str, max_query_tokens: int,
-                   min_pixels: int | None = None, max_pixels: int | None = None) -> RetrieverProcessor:
-    """The processor for a checkpoint directory or hub name; `config` is the backbone's transformers config."""
+def load_parts(path: str | Path, **image_kwargs) -> tuple:
+    """(tokenizer, image processor) of a checkpoint directory or hub name; `image_kwargs` go to the image
+    processor's constructor."""
     from transformers import AutoImageProcessor, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    kwargs = {}
-    if arch == "qwen2_vl":
-        if min_pixels is not None:
-            kwargs["min_pixels"] = min_pixels
-        if max_pixels is not None:
-            kwargs["max_pixels"] = max_pixels
-    image_processor = AutoImageProcessor.from_pretrained(path, **kwargs)
-    if arch == "qwen2_vl":
-        return Qwen2VLRetrieverProcessor(tokenizer, image_processor, query_prefix, max_query_tokens)
-    if arch == "paligemma":
-        return PaliGemmaRetrieverProcessor(tokenizer, image_processor, query_prefix, max_query_tokens,
-                                           image_seq_length=int(config.image_seq_length))
-    raise ValueError(f"unsupported architecture {arch!r} (supported: qwen2_vl, paligemma)")
+    return AutoTokenizer.from_pretrained(path), AutoImageProcessor.from_pretrained(path, **image_kwargs)

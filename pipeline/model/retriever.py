@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from torch import nn
 from pipeline.model.config import ModelConfig
 from pipeline.model import backbone as bb
 from pipeline.model.budgets import Budget
+from pipeline.model.families import named, of_config
 from pipeline.model.heads import ExitHeads
 from pipeline.model.pooling import apply_budget
-from pipeline.model.processor import EncoderInputs, RetrieverProcessor, load_processor
+from pipeline.model.processor import EncoderInputs, RetrieverProcessor
 from pipeline.model.vectors import MultiVector
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,21 @@ class Retriever(nn.Module):
         self.dim = dim
         self.default_budget = default_budget or Budget(max(heads.exits), dim, 1)
         self.lora_scaling = 0.0  # alpha / r once LoRA adapters are injected
+        self._forward_lock = threading.RLock()  # held while the backbone's layer list is cut (see _encode)
+
+    def __getstate__(self):  # a lock neither copies nor pickles: a copy gets its own
+        state = super().__getstate__().copy()
+        state.pop("_forward_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._forward_lock = threading.RLock()
+
+    @property
+    def family(self):
+        """What differs between VLM families: the module pipeline/model/families/<arch>.py."""
+        return named(self.arch)
 
     @property
     def exits(self) -> list[int]:
@@ -64,7 +81,8 @@ class Retriever(nn.Module):
 
     @property
     def num_layers(self) -> int:
-        return len(bb.language_model(self.backbone).layers)
+        with self._forward_lock:  # not while a concurrent encode has the layer list cut
+            return len(bb.language_model(self.backbone).layers)
 
     @property
     def device(self) -> torch.device:
@@ -79,7 +97,7 @@ class Retriever(nn.Module):
         rc_file = Path(path_or_name) / RETRIEVER_CONFIG
         saved = json.loads(rc_file.read_text()) if rc_file.is_file() else None
         backbone = bb.load_backbone(path_or_name, cfg, plain_vlm=saved is None)
-        arch = bb.arch_of(backbone.config)
+        family = of_config(backbone.config)
         tc = bb.text_config(backbone)
         if saved is not None:
             exits, dim = saved["exits"], saved["dim"]
@@ -97,9 +115,9 @@ class Retriever(nn.Module):
             log.info("%s has no retriever heads: new heads for exits %s, dim %d (seed %d)", path_or_name, exits, dim,
                      cfg.head_seed)
         prefix = saved.get("query_prefix", cfg.query_prefix) if saved else cfg.query_prefix
-        processor = load_processor(path_or_name, arch, backbone.config, prefix, cfg.max_query_tokens,
-                                   cfg.min_pixels, cfg.max_pixels)
-        model = cls(backbone, processor, heads.to(next(backbone.parameters()).device), arch, dim, budget)
+        processor = family.load_processor(path_or_name, backbone.config, prefix, cfg.max_query_tokens,
+                                          cfg.min_pixels, cfg.max_pixels)
+        model = cls(backbone, processor, heads.to(next(backbone.parameters()).device), family.NAME, dim, budget)
         if cfg.lora.r > 0:
             bb.add_lora(backbone, cfg)
             model.lora_scaling = cfg.lora.alpha / cfg.lora.r
@@ -130,16 +148,7 @@ class Retriever(nn.Module):
 
     # ---- encoding -----------------------------------------------------------------------------------------------
     def _forward_kwargs(self, inputs: EncoderInputs) -> dict:
-        kwargs = dict(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, use_cache=False)
-        if self.arch == "qwen2_vl":
-            if inputs.pixel_values is not None:
-                kwargs.update(pixel_values=inputs.pixel_values, image_grid_thw=inputs.image_grid_thw,
-                              mm_token_type_ids=inputs.token_type_ids)
-        else:
-            kwargs["token_type_ids"] = inputs.token_type_ids
-            if inputs.pixel_values is not None:
-                kwargs["pixel_values"] = inputs.pixel_values.to(self.heads.proj[str(self.exits[0])].weight.dtype)
-        return kwargs
+        return self.family.forward_kwargs(inputs, pixel_dtype=self.heads.proj[str(self.exits[0])].weight.dtype)
 
     def _check_exits(self, exits: list[int] | None) -> list[int]:
         exits = self.exits if exits is None else sorted(set(exits))
@@ -150,25 +159,16 @@ class Retriever(nn.Module):
 
     def _encode(self, inputs: EncoderInputs, exits: list[int] | None, grids: bool) -> dict[int, MultiVector]:
         """Run the backbone up to the deepest requested exit; capture each exit layer's output, gather the vector
-        positions [B, N, H], final norm, head, L2 normalise -> {exit: MultiVector [B, N, dim]}."""
+        positions [B, N, H], final norm, head, L2 normalise -> {exit: MultiVector [B, N, dim]}.
+
+        Thread-safe: concurrent calls (MLflow's scoring server predicts in parallel) each get their own inputs'
+        vectors. The early exit cuts the shared decoder's layer list, the capture hooks sit on shared layers and
+        Qwen2-VL keeps rope_deltas on the module, so the backbone forward holds this retriever's lock; the
+        gather, norm and heads after it read only this call's tensors and run outside it."""
         exits = self._check_exits(exits)
         lm = bb.language_model(self.backbone)
-        captured: dict[int, torch.Tensor] = {}
-
-        def hook(e):
-            def fn(module, args, output):
-                captured[e] = output[0] if isinstance(output, tuple) else output
-            return fn
-
-        handles = [lm.layers[e - 1].register_forward_hook(hook(e)) for e in exits]
-        if hasattr(self.backbone, "rope_deltas"):
-            self.backbone.rope_deltas = None  # positions of a previous batch must not leak into this one
-        try:
-            with truncated(lm, max(exits)):
-                self.backbone(**self._forward_kwargs(inputs))
-        finally:
-            for h in handles:
-                h.remove()
+        with self._forward_lock:
+            captured = self._exit_states(lm, inputs, exits)
         index = inputs.vector_index
         out = {}
         for e in exits:
@@ -178,6 +178,26 @@ class Retriever(nn.Module):
             out[e] = MultiVector(vectors, inputs.vector_mask.to(hidden.device), inputs.grids if grids else None)
         return out
 
+    def _exit_states(self, lm: nn.Module, inputs: EncoderInputs, exits: list[int]) -> dict[int, torch.Tensor]:
+        """{exit: that decoder layer's output [B, L, H]}: one backbone forward through layers[:max(exits)] only
+        (mutates shared module state: call it under self._forward_lock)."""
+        captured: dict[int, torch.Tensor] = {}
+
+        def hook(e):
+            def fn(module, args, output):
+                captured[e] = output[0] if isinstance(output, tuple) else output
+            return fn
+
+        handles = [lm.layers[e - 1].register_forward_hook(hook(e)) for e in exits]
+        self.family.before_forward(self.backbone)  # e.g. Qwen2-VL's rope deltas of a previous batch
+        try:
+            with truncated(lm, max(exits)):
+                self.backbone(**self._forward_kwargs(inputs))
+        finally:
+            for h in handles:
+                h.remove()
+        return captured
+
     def encode_pages(self, inputs: EncoderInputs, exits: list[int] | None = None) -> dict[int, MultiVector]:
         """PageInputs [B] -> {exit: MultiVector vectors [B, N, dim], mask [B, N], grids [B, 2]} (image tokens only)."""
         return self._encode(inputs, exits, grids=True)
@@ -185,13 +205,6 @@ class Retriever(nn.Module):
     def encode_queries(self, inputs: EncoderInputs, exits: list[int] | None = None) -> dict[int, MultiVector]:
         """QueryInputs [B] -> {exit: MultiVector vectors [B, N, dim], mask [B, N], grids None} (text tokens only)."""
         return self._encode(inputs, exits, grids=False)
-
-    def forward(self, pages: EncoderInputs | None = None, queries: EncoderInputs | None = None,
-                exits: list[int] | None = None) -> tuple[dict | None, dict | None]:
-        """(encode_pages(pages), encode_queries(queries)); either may be None."""
-        p = None if pages is None else self.encode_pages(pages, exits)
-        q = None if queries is None else self.encode_queries(queries, exits)
-        return p, q
 
     # ---- serving ------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -233,7 +246,8 @@ class Retriever(nn.Module):
             raise ValueError(f"budget {budget} exits at {budget.layers}, which has no head (exits {self.exits})")
         if not 0 < budget.dim <= self.dim or budget.pool < 1:
             raise ValueError(f"budget {budget} does not fit a model of width {self.dim}")
-        backbone = copy.deepcopy(self.backbone)
+        with self._forward_lock:  # copy the whole layer list, not one an encode has cut
+            backbone = copy.deepcopy(self.backbone)
         lm = bb.language_model(backbone)
         lm.layers = lm.layers[: budget.layers]
         tc = bb.text_config(backbone)

@@ -11,12 +11,8 @@ from pathlib import Path
 
 import torch
 
+from pipeline.model.families import of_config, paligemma, qwen2_vl
 
-QWEN_SPECIALS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|image_pad|>", "<|video_pad|>",
-]
-GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"]
 SENTENCES = [
     "Find the page that shows this code.", "Which page mentions the quarterly revenue table?",
     "Query: what is written in the top row?", "A chart of sales by region and year, 2019 to 2024.",
@@ -69,12 +65,11 @@ def build_tiny_qwen2vl(
     tokenizer and image processor to `out_dir`. A 112x112 page becomes 16 image tokens (4 x 4 merged grid).
     `overrides` go to the text config. Deterministic in `seed`; leaves the caller's RNG untouched."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(QWEN_SPECIALS, words, vocab_size, pad_token="<|endoftext|>", eos_token="<|im_end|>")
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    tokenizer = train_tokenizer(qwen2_vl.SPECIALS, words, vocab_size, **qwen2_vl.TOKENS)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in qwen2_vl.SPECIALS}
     head_dim = hidden // heads
     section = [head_dim // 4, head_dim // 8, head_dim // 8]  # sums to head_dim / 2, as mrope needs
     text = dict(
@@ -91,12 +86,13 @@ def build_tiny_qwen2vl(
         video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=True,
     )
+    _, image_processor = qwen2_vl.prepare_random(config, tokenizer.get_vocab(), max_pixels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2VLForConditionalGeneration(config)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels).save_pretrained(out)
+    image_processor.save_pretrained(out)
     return out
 
 
@@ -115,14 +111,11 @@ def build_tiny_paligemma(
     """Write a random PaliGemma (SigLIP vision tower + Gemma decoder) with tokenizer and image processor to
     `out_dir`; a page becomes (image_size / patch_size)^2 image tokens (16 for the defaults)."""
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
-    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(GEMMA_SPECIALS, words, vocab_size, pad_token="<pad>", eos_token="<eos>",
-                                bos_token="<bos>", unk_token="<unk>")
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in GEMMA_SPECIALS}
-    n_image = (image_size // patch_size) ** 2
+    tokenizer = train_tokenizer(paligemma.SPECIALS, words, vocab_size, **paligemma.TOKENS)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in paligemma.SPECIALS}
     text = dict(
         model_type="gemma", vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=hidden // heads,
@@ -135,31 +128,14 @@ def build_tiny_paligemma(
         hidden_size=hidden, vocab_size=len(tokenizer),
     )
     config.vision_config.projection_dim = hidden
-    config.image_seq_length = n_image
+    _, image_processor = paligemma.prepare_random(config, tokenizer.get_vocab(), 0)  # sets image_seq_length
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = PaliGemmaForConditionalGeneration(config)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    SiglipImageProcessorPil(size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3,
-                            image_std=[0.5] * 3).save_pretrained(out)
+    image_processor.save_pretrained(out)
     return out
-
-
-def _set_token_ids(config, tokenizer, arch: str) -> None:
-    """Point the config's special-token ids at a locally trained tokenizer's (the published ids are past its end)."""
-    ids = tokenizer.get_vocab()
-    text = config.get_text_config()
-    if arch == "qwen2_vl":
-        for key, token in (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-                           ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")):
-            setattr(config, key, ids[token])
-        pad, bos, eos = ids["<|endoftext|>"], ids["<|endoftext|>"], ids["<|im_end|>"]
-    else:
-        config.image_token_index = ids["<image>"]
-        pad, bos, eos = ids["<pad>"], ids["<bos>"], ids["<eos>"]
-    for obj in (config, text):
-        obj.pad_token_id, obj.bos_token_id, obj.eos_token_id = pad, bos, eos
 
 
 def build_random_checkpoint(
@@ -177,30 +153,17 @@ def build_random_checkpoint(
     local tokenizer's. PaliGemma pages are `vision_config.image_size` square; Qwen2-VL pages at most `max_pixels`.
     Deterministic in `seed`; leaves the caller's RNG untouched."""
     from transformers import AutoModelForImageTextToText
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
-    from pipeline.model.backbone import arch_of
-
-    arch = arch_of(config)
+    family = of_config(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if arch == "qwen2_vl":
-        tokenizer = train_tokenizer(QWEN_SPECIALS, words, 2048, pad_token="<|endoftext|>", eos_token="<|im_end|>")
-        vision = config.vision_config
-        image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=vision.patch_size,
-                                                   merge_size=vision.spatial_merge_size,
-                                                   temporal_patch_size=vision.temporal_patch_size)
-    else:
-        tokenizer = train_tokenizer(GEMMA_SPECIALS, words, 2048, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
-                                    unk_token="<unk>")
-        side = config.vision_config.image_size
-        config.image_seq_length = (side // config.vision_config.patch_size) ** 2
-        image_processor = SiglipImageProcessorPil(size={"height": side, "width": side}, image_mean=[0.5] * 3,
-                                                  image_std=[0.5] * 3)
+    tokenizer = train_tokenizer(family.SPECIALS, words, 2048, **family.TOKENS)
     if len(tokenizer) > config.get_text_config().vocab_size:
         raise ValueError(f"the local tokenizer ({len(tokenizer)} tokens) exceeds the config's vocabulary")
-    _set_token_ids(config, tokenizer, arch)
+    # The published special-token ids are past the local tokenizer's end: point them at its own.
+    (pad, bos, eos), image_processor = family.prepare_random(config, tokenizer.get_vocab(), max_pixels)
+    for obj in (config, config.get_text_config()):
+        obj.pad_token_id, obj.bos_token_id, obj.eos_token_id = pad, bos, eos
     devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.device(device):
         torch.manual_seed(seed)

@@ -9,6 +9,7 @@ in float32 (4 bytes) whatever the dtype.
 
 from __future__ import annotations
 
+from pipeline.model.families import named
 from pipeline.plan.flops import lora_shapes
 from pipeline.plan.shape import ModelShape
 from pipeline.plan.workload import Workload
@@ -41,17 +42,12 @@ def text_layer_bytes(s: ModelShape, b: int, seq: int, attn: str = "sdpa", masked
 
 
 def vision_block_bytes(s: ModelShape, b: int, image_patches: int, attn: str = "sdpa") -> float:
-    """Saved bytes per patch of one vision block when the tower trains (0 when it is frozen: LoRA).
-
-    Qwen2-VL: two LayerNorms' inputs, outputs and statistics, the fused qkv output, rotated q and k, the
-    attention output, and fc1 output / QuickGELU parts / fc2 input (3 x mlp). SigLIP: the same without the fused
-    qkv and with 2 x mlp (tanh-GELU input and output).
-    """
+    """Saved bytes per patch of one vision block when the tower trains (0 when it is frozen: LoRA): the family's
+    formula (pipeline/model/families/<arch>.py, vision_block_base_bytes) plus the attention heads' float32 statistics."""
     if not s.vision_trainable:
         return 0.0
     t = s.tower
-    per = b * (11 * t.width + 3 * t.mlp + 4) if t.family == "qwen2_vl" else b * (8 * t.width + 2 * t.mlp + 4)
-    per += F32 * t.heads
+    per = named(s.arch).vision_block_base_bytes(b, t) + F32 * t.heads
     if attn == "eager":
         per += 2 * b * t.heads * image_patches  # scores and probabilities within the page
     return per

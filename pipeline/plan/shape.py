@@ -6,30 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.model.architectures import Tower
 from pipeline.model.config import ModelConfig
-
-
-@dataclass
-class Tower:
-    """The vision tower: `width` E, `depth` blocks, `heads`, MLP width `mlp`, one patch = `patch_dim` input values;
-    `merge` x `merge` patches become one image token (1 for PaliGemma); `family` qwen2_vl | siglip."""
-
-    family: str
-    width: int
-    depth: int
-    heads: int
-    mlp: int
-    patch: int
-    patch_dim: int
-    merge: int
-    image_size: int | None  # fixed square input side (PaliGemma); None: dynamic resolution (Qwen2-VL)
 
 
 @dataclass
 class ModelShape:
     """What the plan needs to know about the retriever (backbone without LM head + exit heads + LoRA)."""
 
-    arch: str  # qwen2_vl | paligemma
+    arch: str  # the model family (pipeline/model/families/<arch>.py)
     source: str  # the config.json the shape was read from
     params_total: int
     params_trainable: int
@@ -57,25 +42,17 @@ class ModelShape:
         return self.lora_r == 0
 
 
-def _tower(config) -> Tower:
-    v = config.vision_config
-    if hasattr(v, "depth"):  # Qwen2-VL
-        return Tower("qwen2_vl", v.embed_dim, v.depth, v.num_heads, int(v.embed_dim * v.mlp_ratio), v.patch_size,
-                     v.in_channels * v.temporal_patch_size * v.patch_size**2, v.spatial_merge_size, None)
-    return Tower("siglip", v.hidden_size, v.num_hidden_layers, v.num_attention_heads, v.intermediate_size,
-                 v.patch_size, v.num_channels * v.patch_size**2, 1, v.image_size)
-
-
 def model_shape(cfg: ModelConfig, persistence_threshold: int = 0) -> ModelShape:
     """Build `cfg.name_or_path`'s architecture on the meta device (shipped published config or a local
     checkpoint's config.json), add exit heads and LoRA as training would, and count."""
     from pipeline.model import backbone as bb
     from pipeline.model.architectures import find_architecture, load_architecture, meta_backbone
+    from pipeline.model.families import of_config
     from pipeline.model.retriever import default_exits
 
     config = load_architecture(cfg.name_or_path)
     backbone = meta_backbone(config)
-    arch = bb.arch_of(config)
+    family = of_config(config)
     tc = config.get_text_config()
     exits = sorted(cfg.exits or default_exits(tc.num_hidden_layers))
     if cfg.lora.r > 0:
@@ -86,7 +63,7 @@ def model_shape(cfg: ModelConfig, persistence_threshold: int = 0) -> ModelShape:
     vision = [m for name in bb.VISION_MODULES if (m := getattr(backbone, name, None)) is not None]
     head_dim = getattr(tc, "head_dim", None) or tc.hidden_size // tc.num_attention_heads
     return ModelShape(
-        arch=arch, source=str(find_architecture(cfg.name_or_path)),
+        arch=family.NAME, source=str(find_architecture(cfg.name_or_path)),
         params_total=sum(p.numel() for p in params) + n_heads,
         params_trainable=sum(p.numel() for p in params if p.requires_grad) + n_heads,
         params_vision=sum(p.numel() for m in vision for p in m.parameters()),
@@ -95,6 +72,6 @@ def model_shape(cfg: ModelConfig, persistence_threshold: int = 0) -> ModelShape:
         small_params=sum(p.numel() for p in params if p.numel() < persistence_threshold),
         hidden=tc.hidden_size, layers=tc.num_hidden_layers, heads=tc.num_attention_heads,
         kv_heads=tc.num_key_value_heads, head_dim=head_dim, intermediate=tc.intermediate_size,
-        vocab=tc.vocab_size, norm="gemma_rms" if arch == "paligemma" else "rms", tower=_tower(config), exits=exits,
+        vocab=tc.vocab_size, norm=family.NORM, tower=family.tower(config), exits=exits,
         dim=cfg.dim, lora_r=cfg.lora.r, lora_targets=list(cfg.lora.target_modules) if cfg.lora.r else [],
     )

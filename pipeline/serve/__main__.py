@@ -42,7 +42,7 @@ CLI = Command(
 
 
 def cmd_index(cfg: Config) -> int:
-    from pipeline.evaluate.data import verified_fingerprint
+    from pipeline.layout.shards import verified_fingerprint
     from pipeline.layout.run import StagePaths
     from pipeline.serve import deploy
     from pipeline.serve.pages import shards_of
@@ -102,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse(CLI, argv)
     setup_logging()
     from pipeline.layout.lock import DirectoryInUse
-    from pipeline.layout.shards import ManifestError, ShardError, one_line
+    from pipeline.layout.shards import ManifestError, ShardError, error_line
 
     try:
         return {"index": cmd_index, "search": cmd_search, "delete": cmd_delete, "verify": cmd_verify,
                 "http": cmd_http}[ns.verb](cfg)
     except (ManifestError, ShardError, DirectoryInUse, ValueError) as e:  # refused in one line: nothing changed
-        log.error("%s", one_line(e))
+        sys.stderr.write(f"{error_line(e)}\n")
         return 1
 
 

@@ -26,6 +26,10 @@ from pipeline.serve.engines.base import Engine
 CURRENT, COLLECTIONS = "current", "collections"
 
 
+class NoCollection(ValueError):
+    """The target has no live collection yet."""
+
+
 @dataclass(frozen=True)
 class Target:
     """One deployment of a served alias: engine kind, local directory, server URL and alias name."""
@@ -117,10 +121,14 @@ def open_live(target: Target) -> Engine:
     if target.server:
         from pipeline.serve.engines.client import ClientBackend
 
-        return QdrantEngine(ClientBackend(target.client(), target.alias))
+        client = target.client()
+        if not client.collection_exists(target.alias):
+            raise NoCollection(f"no Qdrant collection or alias {target.alias!r} on the server: run "
+                               "`python -m pipeline.serve index`")
+        return QdrantEngine(ClientBackend(client, target.alias))
     current = target.index_dir / CURRENT
     if not current.exists():
-        raise ValueError(f"{target.index_dir}: no index here: run `python -m pipeline.serve index`")
+        raise NoCollection(f"{target.index_dir}: no index here: run `python -m pipeline.serve index`")
     if (current / "flat.safetensors").exists() or target.engine == "flat":
         from pipeline.serve.engines.flat import FlatEngine
 

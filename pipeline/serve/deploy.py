@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.config import Config
-from pipeline.serve.collections import Target, create, open_live, publish
+from pipeline.serve.collections import NoCollection, Target, create, open_live, publish
 from pipeline.serve.index import index_pages, stored_budgets
 from pipeline.serve.search import Searcher, check_version
 
 log = logging.getLogger("pipeline.serve")
 
 
-def resolve(cfg: Config) -> tuple[str, int | None]:
+def resolve(cfg) -> tuple[str, int | None]:
     """(model URI, registry version) of the variant to serve; version None for a URI that is not an alias."""
     uri = cfg.serve.model_uri or f"models:/{cfg.tracking.registered_model}@{cfg.serve.alias}"
     version = None
@@ -27,7 +26,7 @@ def resolve(cfg: Config) -> tuple[str, int | None]:
     return uri, version
 
 
-def load(cfg: Config, uri: str):
+def load(cfg, uri: str):
     """The VariantModel (retriever + card) behind a pyfunc URI (safetensors weights, no pickle)."""
     import mlflow
 
@@ -35,7 +34,7 @@ def load(cfg: Config, uri: str):
     return mlflow.pyfunc.load_model(uri).unwrap_python_model()
 
 
-def target(cfg: Config) -> Target:
+def target(cfg) -> Target:
     return Target.of(cfg.serve, cfg.tracking.registered_model)
 
 
@@ -49,34 +48,36 @@ def _writing(t: Target):
     return contextlib.nullcontext() if t.server else claim(t.index_dir, "serve index")
 
 
-def _reusable(t: Target, info: dict, budgets: list) -> object | None:
-    """The live collection when it holds this version's vectors at these budgets (pages are then upserted into
-    it), else None (a new collection is built and switched in)."""
+def _live_or_none(t: Target):
+    """The live collection, or None when there is none yet (a collection another process holds: CollectionBusy)."""
     try:
-        engine = open_live(t)
-    except ValueError:
+        return open_live(t)
+    except NoCollection:
         return None
-    same = engine.budgets == budgets and all(engine.info.get(k) == info[k] for k in ("model_uri", "version"))
-    if not same:
-        engine.close()
-    return engine if same else None
 
 
-def index(cfg: Config, shards: list, pages_fingerprint: str) -> dict:
+def index(cfg, shards: list, pages_fingerprint: str) -> dict:
     """Encode the pages of `shards` (already verified) with the served variant at every stored budget into its
-    collection; returns a summary."""
+    collection: upserted into the live one when it holds this version at these budgets, else into a new one that
+    then goes live. Refusals (a busy directory or collection) come before the model loads. Returns a summary."""
     from pipeline.serve.pages import read_pages
 
     uri, version = resolve(cfg)
-    model = load(cfg, uri)
-    retriever, t = model.retriever, target(cfg)
-    budgets = stored_budgets(cfg.serve, retriever)
-    info = {"model_uri": uri, "version": version, "registered_model": cfg.tracking.registered_model,
-            "alias": cfg.serve.alias, "budget": str(retriever.default_budget),
-            "eval_fingerprint": model.card.get("eval_fingerprint"), "pages_fingerprint": pages_fingerprint}
+    t = target(cfg)
     with _writing(t):
-        engine, name = _reusable(t, info, budgets), None
-        if engine is None:
+        live = _live_or_none(t)
+        model = load(cfg, uri)
+        retriever = model.retriever
+        budgets = stored_budgets(cfg.serve, retriever)
+        info = {"model_uri": uri, "version": version, "registered_model": cfg.tracking.registered_model,
+                "alias": cfg.serve.alias, "budget": str(retriever.default_budget),
+                "eval_fingerprint": model.card.get("eval_fingerprint"), "pages_fingerprint": pages_fingerprint}
+        same = live is not None and live.budgets == budgets and all(
+            live.info.get(k) == info[k] for k in ("model_uri", "version"))
+        engine, name = live, None
+        if not same:
+            if live is not None:
+                live.close()
             engine, name = create(t, budgets, info)
         written = index_pages(engine, retriever, read_pages(shards), cfg.serve.batch_size)
         engine.finish()
@@ -88,7 +89,7 @@ def index(cfg: Config, shards: list, pages_fingerprint: str) -> dict:
             "model_uri": uri, "version": version}
 
 
-def delete(cfg: Config) -> int:
+def delete(cfg) -> int:
     """Remove every page of serve.docs from the live collection; returns how many pages went."""
     t = target(cfg)
     with _writing(t):
@@ -99,7 +100,7 @@ def delete(cfg: Config) -> int:
             engine.close()
 
 
-def verify(cfg: Config) -> int:
+def verify(cfg) -> int:
     """Check the live collection's content against its fingerprint and the alias's version; returns its pages."""
     uri, version = resolve(cfg)
     engine = open_live(target(cfg))
@@ -111,7 +112,7 @@ def verify(cfg: Config) -> int:
         engine.close()
 
 
-def searcher(cfg: Config) -> Searcher:
+def searcher(cfg) -> Searcher:
     """A Searcher for the alias's variant over its live collection (the version checked before the model loads)."""
     uri, version = resolve(cfg)
     t = target(cfg)

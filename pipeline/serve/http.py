@@ -100,7 +100,7 @@ def check_pixels(b64: str, max_pixels: int, where: str) -> None:
 
 def error_body(status: int, message: str) -> bytes:
     code = {405: "METHOD_NOT_ALLOWED", 409: "CONFLICT", 413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE",
-            503: "UNAVAILABLE"}.get(status, "BAD_REQUEST")
+            500: "INTERNAL_ERROR", 503: "UNAVAILABLE"}.get(status, "BAD_REQUEST")
     return json.dumps({"error_code": code, "message": message}).encode()
 
 
@@ -165,6 +165,9 @@ class RequestGuard:
             result = await anyio.to_thread.run_sync(answer, self.searcher, queries, k, stages)
         except SearchError as e:
             raise BadRequest(e.status, e.message) from None
+        except Exception:  # a fault of ours: logged in full here, one line to the client
+            log.exception("/search failed")
+            raise BadRequest(500, "the search failed on the server (its log has the details)") from None
         await _reply(send, 200, json.dumps(result).encode())
 
     async def _body(self, headers: dict, receive) -> bytes:
@@ -218,6 +221,10 @@ def serve(cfg) -> None:
     uri, version = deploy.resolve(cfg)
     model = mlflow.pyfunc.load_model(uri)
     searcher = Searcher(model.unwrap_python_model().retriever, deploy.target(cfg), cfg.serve, uri, version)
+    try:
+        searcher.engine()  # open (and, for Edge, hold) the live collection now: a problem shows at start
+    except ValueError as e:
+        log.warning("/search will answer 503 until there is a collection to search: %s", e)
     s = cfg.serve
     guarded = RequestGuard(scoring_server.init(model), int(s.max_request_mb * 2**20), s.max_rows, s.max_image_pixels,
                            searcher)

@@ -9,7 +9,7 @@ from typing import Iterator
 
 from PIL import Image
 
-from pipeline.data.reader import decode_image, read_shard
+from pipeline.data.reader import decode_sample_image, read_shard
 from pipeline.layout.shards import ManifestError, ShardInfo, check_size, read_manifest, split_shards
 
 
@@ -42,4 +42,4 @@ def read_pages(shards: list[ShardInfo]) -> Iterator[ShardPage]:
         for sample in read_shard(shard):
             meta = sample.meta
             yield ShardPage(sample.key, str(meta.get("doc_id", sample.key)), int(meta.get("page", 0)),
-                            shard.path.name, decode_image(sample.image, shard.path, sample.key))
+                            shard.path.name, decode_sample_image(sample.image, shard.path, sample.key))

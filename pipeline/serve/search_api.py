@@ -33,8 +33,10 @@ def parse_search(body: bytes, max_queries: int) -> tuple[list[str], int, list[tu
     """(queries, k, stages or None for the server's cascade) of a /search body; SearchError when it does not fit."""
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise SearchError(400, f"the body is not JSON ({str(e).splitlines()[0] if str(e) else 'nested too deeply'})")
+    except RecursionError:
+        raise SearchError(400, "the body is not JSON (nested too deeply)") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SearchError(400, f"the body is not JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(payload, dict):
         raise SearchError(400, 'the body must be a JSON object like {"queries": ["..."], "k": 10}')
     unknown = sorted(set(payload) - {"queries", "k", "budget", "cascade"})

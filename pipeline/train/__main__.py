@@ -3,10 +3,13 @@
 Works the same under `deepspeed --num_gpus N --module pipeline.train ...`, `torchrun --nproc_per_node N -m
 pipeline.train ...` and `srun python -m pipeline.train ...` (ranks come from the launcher's environment; the
 deepspeed launcher's `--local_rank` argument is accepted and ignored). Exit codes: 0 done,
-143 preempted (SIGTERM/SIGUSR1: a checkpoint was saved; rerun the same command to resume), 1 error, 2 a bad
-config or command line (one line, before anything starts).
+143 preempted (SIGTERM/SIGUSR1: a checkpoint was saved; rerun the same command to resume), 130 interrupted
+(Ctrl-C: the MLflow run ends KILLED; rerun to resume from the last checkpoint), 1 error or refusal (one line:
+another job holds train.output_dir, no checkpoint verifies or matches the data settings, bad data, disk full),
+2 a bad config or command line (one line, before anything starts).
 """
 
+import errno
 import logging
 import sys
 import warnings
@@ -59,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     # DeepSpeed 0.19 calls torch.distributed APIs that torch 2.13 marks deprecated, once per collective.
     warnings.filterwarnings("ignore", message=r".*torch\.distributed\..* is deprecated", category=FutureWarning)
-    from pipeline.layout.shards import ManifestError, ShardError, one_line
+    from pipeline.layout.lock import DirectoryInUse
+    from pipeline.layout.shards import ManifestError, ShardError, error_line
     from pipeline.train import dist
     from pipeline.train.checkpoint import CheckpointError
     from pipeline.train.loop import train
@@ -67,15 +71,32 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return train(cfg, learning_curve(cfg))
-    except CheckpointError as e:  # nothing trustworthy to resume from: say so, never restart from step 0
+    except DirectoryInUse as e:  # another job trains into this directory: touch nothing
+        if dist.is_rank0():
+            log.error("%s", e)
+        return 1
+    except CheckpointError as e:  # nothing trustworthy or compatible to resume from, or the disk filled
+        fail_active_run(e)  # no-op for a refused start: those come before any MLflow run is opened
         log.error("%s", e)
         return 1
     except (ManifestError, ShardError) as e:  # data that is not what its manifest says: one line naming it
-        fail_active_run()
-        log.error("%s", one_line(e))
+        fail_active_run(e)
+        log.error("%s", error_line(e))
         return 1
-    except BaseException:
-        fail_active_run()  # the MLflow run (if it started) ends FAILED, not FINISHED
+    except KeyboardInterrupt as e:  # Ctrl-C: not a failure of the run
+        fail_active_run(e)
+        log.error("interrupted: the MLflow run ends KILLED; rerun the same command to resume from the last "
+                  "checkpoint")
+        return 130
+    except OSError as e:
+        fail_active_run(e)
+        if e.errno != errno.ENOSPC:
+            raise
+        log.error("no space left on the device of %s (%s); the checkpoints are intact: free space and rerun the "
+                  "same command to resume", e.filename or cfg.train.output_dir, e.strerror)
+        return 1
+    except BaseException as e:
+        fail_active_run(e)  # the MLflow run (if it started) ends FAILED, not FINISHED
         raise
     finally:
         dist.destroy()

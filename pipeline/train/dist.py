@@ -97,6 +97,15 @@ def any_ranks(*flags: bool | torch.Tensor) -> list[bool]:
     return [bool(v) for v in t.tolist()]
 
 
+def gather_objects(obj) -> list:
+    """Every rank's picklable `obj` (small: file names, hashes, a line of text), in rank order, on every rank."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
     """The mean of a detached tensor over ranks (for logging: stack the values and reduce them once)."""
     x = x.detach().clone()

@@ -23,10 +23,11 @@ from tqdm import tqdm
 
 from pipeline.data.batch import Collate
 from pipeline.data.stream import TrainStream, make_loader
+from pipeline.layout.lock import DirectoryInUse, DirLock, claim
 from pipeline.layout.run import RunPaths
 from pipeline.layout.shards import split_shards
 from pipeline.train import dist
-from pipeline.train.checkpoint import Checkpointer
+from pipeline.train.checkpoint import Checkpointer, CheckpointError
 from pipeline.train.config import TrainingTree
 from pipeline.train.engine import build_engine
 from pipeline.train.step import Encoder, StepContext, StepOutput, train_step
@@ -48,6 +49,7 @@ class Run:
     ctx: StepContext
     checkpointer: Checkpointer
     tracker: Tracker
+    lock: DirLock  # the output directory's, held by rank 0 for the whole run
     measure: Measure | None = None
     step: int = 0
     skipped: int = 0
@@ -95,14 +97,41 @@ def install_signal_handlers(stop: dict) -> None:
         signal.signal(sig, handler)
 
 
+def claim_output_dir(output_dir: str) -> DirLock:
+    """Rank 0 takes the output directory's lock for the run; every rank learns the verdict, so a refused start
+    ends every rank (DirectoryInUse, naming the holder on rank 0) before anything there is read or written."""
+    lock, refused = DirLock(Path(output_dir), None), None
+    if dist.is_rank0():
+        try:
+            lock = claim(output_dir, "training")
+        except DirectoryInUse as e:
+            refused = e
+    if dist.any_ranks(refused is not None)[0]:
+        raise refused or DirectoryInUse(f"{output_dir} is in use by another job (rank 0 names it)")
+    return lock
+
+
+def check_resumable(checkpointer: Checkpointer, path: Path, stream: TrainStream) -> None:
+    """CheckpointError (one line) when the run cannot continue from checkpoint `path` with this config's data and
+    batch settings: found from its trainer_state.json before the model loads or MLflow is touched."""
+    why = stream.resume_problem(checkpointer.trainer_state(path)["stream"])
+    if why:
+        raise CheckpointError(f"cannot resume from {path}: {why}. Resume with the checkpoint's settings, or train "
+                              "into a new train.output_dir")
+
+
 def build_run(cfg: TrainingTree, measure_for: Callable[[Any], Measure] | None = None) -> Run:
-    """Process group, model, engine, stream, resume from the latest checkpoint, tracker, the learning curve's
-    measure (set up before training starts, so a bad eval set fails first), signal handlers."""
+    """Process group, output-directory lock, model, engine, stream, resume from the latest checkpoint, tracker,
+    the learning curve's measure (set up before training starts, so a bad eval set fails first), signal handlers.
+    Refusals (directory in use, nothing trustworthy or compatible to resume, bad data) come before the model
+    loads and before MLflow is touched."""
     dist.init(timeout_s=cfg.train.dist_timeout_s)
-    Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
+    lock = claim_output_dir(cfg.train.output_dir)
     checkpointer = Checkpointer(cfg.train.output_dir, cfg.train.keep_checkpoints)
     resume = checkpointer.find()  # before the model loads: refusing to resume costs seconds, not minutes
     stream = build_stream(cfg)  # before the model: data that does not verify costs seconds, not minutes
+    if resume is not None:
+        check_resumable(checkpointer, resume, stream)
     torch.manual_seed(cfg.train.seed + dist.rank())
     retriever = build_model(cfg)
     measure = measure_for(retriever) if measure_for and cfg.train.eval_every else None
@@ -110,7 +139,8 @@ def build_run(cfg: TrainingTree, measure_for: Callable[[Any], Measure] | None = 
     stream.transform = Collate(retriever.processor)
     state = checkpointer.load(engine, resume) if resume is not None else None
     run = Run(cfg, engine, retriever, stream, build_step_context(cfg, engine, retriever), checkpointer,
-              Tracker(cfg, ds_config, cfg.train.output_dir, resumed_step=state["step"] if state else 0), measure)
+              Tracker(cfg, ds_config, cfg.train.output_dir, resumed_step=state["step"] if state else 0), lock,
+              measure)
     run.bad_samples = stream.bad_at_index
     if state is not None:
         stream.load_state_dict(state["stream"])
@@ -161,9 +191,16 @@ def export_final(run: Run) -> Path:
 
 
 def train(cfg: TrainingTree, measure_for: Callable[[Any], Measure] | None = None) -> int:
-    """Train to `cfg.train.steps` (resuming if a checkpoint exists), measuring `measure_for(retriever)` every
-    train.eval_every steps; returns the process exit code."""
+    """Train to `cfg.train.steps` (resuming if a checkpoint exists) holding the output directory's lock, measuring
+    `measure_for(retriever)` every train.eval_every steps; returns the process exit code."""
     run = build_run(cfg, measure_for)
+    with run.lock:
+        return run_steps(run)
+
+
+def run_steps(run: Run) -> int:
+    """The loop: steps, logging, checkpoints, preemption, then the final export; returns the exit code."""
+    cfg = run.cfg
     bar = tqdm(total=cfg.train.steps, initial=run.step, disable=not dist.is_rank0(), desc="train")
     device, tick, since = dist.device(), time.perf_counter(), 0
     batches = iter(make_loader(run.stream, cfg.data.num_workers))

@@ -132,12 +132,6 @@ class Tracker:
 
             mlflow.log_metrics(metrics, step=step)
 
-    def log_artifact(self, path: str | Path) -> None:
-        if self.active:
-            import mlflow
-
-            mlflow.log_artifact(str(path))
-
     def finish(self, steps: int, status: str = "FINISHED") -> None:
         """Record the step count in run.json and close the run (status KILLED when preempted)."""
         if self.active:

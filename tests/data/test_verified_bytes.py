@@ -7,8 +7,9 @@ import pytest
 
 from data_prep.shards import verify
 from pipeline.data.stream import TrainStream, make_loader
-from pipeline.evaluate.data import ShardEvalSet
-from pipeline.layout.shards import ShardError, build_manifest, one_line, split_shards, write_manifest, write_shard
+from pipeline.data.reader import ShardPages
+from pipeline.layout.shards import ShardError, build_manifest, error_line, split_shards, write_manifest
+from pipeline.layout.tars import write_shard
 from tests.helpers.corrupt import change_query_letters, edit_manifest, first_key, flip_image_bytes
 from tests.helpers.shards import write_shards
 
@@ -26,23 +27,23 @@ def evalset(tmp_path):
 def test_corrupt_eval_shard_is_refused_before_any_page(evalset):
     assert change_query_letters(evalset / "eval-000001.tar") == 4  # size unchanged, the tar still parses
     with pytest.raises(ShardError) as err:
-        ShardEvalSet(evalset, "eval")
+        ShardPages(evalset, "eval")
     assert str(err.value) == (f"{evalset}/eval-000001.tar: sha256 differs from the manifest "
                               "(the shard was changed or corrupted)")
 
 
 def test_eval_fingerprint_follows_the_verified_content(tmp_path):
-    a = ShardEvalSet(write_shards(tmp_path / "a", n_pages=8, shard_size=4, split="eval"), "eval")
-    same = ShardEvalSet(write_shards(tmp_path / "b", n_pages=8, shard_size=4, split="eval"), "eval")
-    other = ShardEvalSet(write_shards(tmp_path / "c", n_pages=8, shard_size=4, split="eval", seed=1), "eval")
+    a = ShardPages(write_shards(tmp_path / "a", n_pages=8, shard_size=4, split="eval"), "eval")
+    same = ShardPages(write_shards(tmp_path / "b", n_pages=8, shard_size=4, split="eval"), "eval")
+    other = ShardPages(write_shards(tmp_path / "c", n_pages=8, shard_size=4, split="eval", seed=1), "eval")
     assert a.fingerprint == same.fingerprint != other.fingerprint
     pages = list(a.pages())
     assert len(pages) == 8 and all(len(p.queries) == 1 for p in pages)
-    assert ShardEvalSet(tmp_path / "a", "eval", max_pages=3).fingerprint != a.fingerprint
+    assert ShardPages(tmp_path / "a", "eval", max_pages=3).fingerprint != a.fingerprint
 
 
 def test_eval_shard_changed_after_the_fingerprint_is_refused_when_read(evalset):
-    pages = ShardEvalSet(evalset, "eval")
+    pages = ShardPages(evalset, "eval")
     change_query_letters(evalset / "eval-000000.tar")
     with pytest.raises(ShardError, match=r"eval-000000.tar: sha256 differs from the manifest"):
         list(pages.pages())
@@ -118,4 +119,4 @@ def test_error_from_a_loader_worker_is_still_one_line(train):
     with pytest.raises(ShardError) as err:
         next(iter(make_loader(stream, 1)))  # re-raised by the DataLoader with the worker's traceback in the text
     assert "Traceback" in str(err.value)
-    assert one_line(err.value) == f"{shard}: sample {key}: the image does not decode (not an image format PIL knows)"
+    assert error_line(err.value) == f"{shard}: sample {key}: the image does not decode (not an image format PIL knows)"

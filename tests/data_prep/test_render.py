@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,9 +22,11 @@ import webdataset as wds
 from PIL import Image
 
 from data_prep.ray_head import submit_render_job
+from data_prep.shards import verify
 from data_prep.sources import escape_name
+from pipeline.layout.lock import LOCK_NAME
 from pipeline.procs import stop_process_group
-from tests.helpers.corpus import BAD, MAX_FILE_MB
+from tests.helpers.corpus import BAD, MAX_FILE_MB, png_bytes
 from tests.helpers.procs import ROOT
 
 pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
@@ -164,7 +167,7 @@ def test_manifest_checksums_and_counts_verify(job_out, samples):
         assert info["samples"] == sum(1 for s in samples if s["rec"]["split"] == split)
         assert info["shards"] == sum(1 for e in manifest["shards"] if e["split"] == split)
     assert sorted(p.name for p in job_out.iterdir()) == sorted(
-        [e["name"] for e in manifest["shards"]] + ["manifest.json", "rejects.jsonl"])
+        [e["name"] for e in manifest["shards"]] + ["manifest.json", "rejects.jsonl", LOCK_NAME])
 
 
 def test_split_is_by_document(samples):
@@ -185,8 +188,10 @@ def listening_addresses(pid: int) -> set[str]:
 
 
 def _snapshot(d: Path) -> dict[str, tuple[int, int]]:
-    """mtime and size of every file, and of the directory itself (a temp file created and removed shows there)."""
-    return {".": (d.stat().st_mtime_ns, 0)} | {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in d.iterdir()}
+    """mtime and size of every file but the lock (each job writes its name there), and of the directory itself (a
+    temp file created and removed shows there)."""
+    return {".": (d.stat().st_mtime_ns, 0)} | {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in d.iterdir()
+                                               if p.name != LOCK_NAME}
 
 
 def test_second_run_with_nothing_changed_writes_nothing(corpus, job_out):
@@ -212,6 +217,7 @@ def test_kill_9_then_rerun_gives_the_manifest_of_an_uninterrupted_run(corpus, jo
     # security default: the Ray that a plain run starts listens on loopback only
     assert addrs and addrs <= {"127.0.0.1", "::ffff:127.0.0.1"}, addrs
     assert not (out / "manifest.json").exists(), "the run finished before it could be killed"
+    assert json.loads((out / LOCK_NAME).read_text())["pid"] == proc.pid  # its record stays, its lock died with it
     partial = json.loads((out / "manifest.partial.json").read_text())["shards"] if (out / "manifest.partial.json").exists() else []
     kept = {e["name"]: (out / e["name"]).stat().st_mtime_ns for e in partial}
     proc = plain_render(corpus, out)
@@ -221,6 +227,35 @@ def test_kill_9_then_rerun_gives_the_manifest_of_an_uninterrupted_run(corpus, jo
     assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept  # finished shards were kept, not redone
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in job_out.iterdir())
 
+
+def test_a_second_job_into_a_busy_directory_is_refused_and_the_first_finishes_intact(corpus, job_out, tmp_path):
+    """Another input into the same output directory while a job runs there: refused in one line naming the
+    holder, nothing of its input written; the first job ends with the manifest of an undisturbed run."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "page.png").write_bytes(png_bytes(99))
+    out = tmp_path / "out"
+    first = plain_render(corpus, out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not ((out / LOCK_NAME).is_file() and f'"pid": {first.pid}' in (out / LOCK_NAME).read_text()):
+        assert first.poll() is None and time.time() < deadline, "the first job never took the lock"
+        time.sleep(0.01)
+    os.kill(first.pid, signal.SIGSTOP)  # the first job's driver holds the directory, frozen
+    try:
+        second = plain_render(other, out, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        log = second.communicate(timeout=180)[0]
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    started = json.loads((out / LOCK_NAME).read_text())["started"]
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert second.returncode == 1 and "Traceback" not in log, log[-3000:]
+    assert len(errors) == 1 and errors[0].endswith(f"{out} is in use by render job on host {socket.gethostname()}, "
+                                                   f"PID {first.pid}, started {started} (lock {out / LOCK_NAME}; it is "
+                                                   "released when that process ends): wait for it, or use another "
+                                                   "directory"), log[-3000:]
+    assert first.wait(timeout=240) == 0
+    assert (out / "manifest.json").read_bytes() == (job_out / "manifest.json").read_bytes()
+    assert verify(out) == [] and sorted(p.name for p in out.iterdir()) == sorted(p.name for p in job_out.iterdir())
 
 
 def test_a_page_that_kills_its_worker_costs_only_that_page(ray_head):

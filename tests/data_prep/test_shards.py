@@ -16,6 +16,7 @@ from reportlab.pdfgen import canvas
 
 from data_prep import pages, shards, sources
 from data_prep.config import RenderConfig
+from pipeline.layout.tars import write_shard
 
 
 def _letter_pdf(path: Path) -> Path:
@@ -50,9 +51,9 @@ def test_pixel_cap_lowers_dpi_and_jpeg_stays_close_to_a_direct_render(tmp_path):
 
 def test_shard_bytes_do_not_depend_on_when_they_are_written(tmp_path):
     samples = [(f"k{i}", {"json": b'{"a": 1}', "png": bytes(range(i * 7 % 256)) * 3}) for i in range(5)]
-    a = shards.write_shard(tmp_path / "a.tar", samples)
+    a = write_shard(tmp_path / "a.tar", samples)
     time.sleep(1.1)
-    b = shards.write_shard(tmp_path / "b.tar", samples)
+    b = write_shard(tmp_path / "b.tar", samples)
     assert a == b and (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
     with tarfile.open(tmp_path / "a.tar") as tar:
         members = tar.getmembers()
@@ -64,7 +65,7 @@ def test_shard_bytes_do_not_depend_on_when_they_are_written(tmp_path):
 def test_verify_finds_a_corrupted_and_a_missing_shard(tmp_path):
     entries = []
     for name in ("train-000000.tar", "train-000001.tar"):
-        w = shards.write_shard(tmp_path / name, [("k", {"json": name.encode()})])
+        w = write_shard(tmp_path / name, [("k", {"json": name.encode()})])
         entries.append({"name": name, "split": "train", "samples": 1, **w})
     (tmp_path / "manifest.json").write_text(json.dumps(shards.build_manifest({}, "fp", entries, {})))
     assert shards.verify(tmp_path) == []

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.evaluate.__main__ import run
-from pipeline.evaluate.data import ParquetEvalSet, ShardEvalSet
+from pipeline.data.reader import ShardPages
+from pipeline.evaluate.data import ParquetEvalSet
 from pipeline.evaluate.report import pareto_front
 from pipeline.model.budgets import Budget
 from pipeline.model.retriever import Retriever
@@ -20,7 +21,7 @@ from tests.helpers.reference import ref_maxsim
 from tests.helpers.reference import half, hand_bin, hand_int8
 
 
-CASCADES = [[["L4-d128-page", 6], ["L2-d32-p2-bin", 4], ["L4-d128-p1", 3]],  # a real cascade
+CASCADES = [[["L4-d128-page", 6], ["L2-d32-p2-int8", 4], ["L4-d128-p1", 3]],  # a real cascade (tie-free stages)
             [["L4-d32-p1", 12], ["L4-d128-p1", 12]]]  # its first stage keeps every page: exact search
 
 
@@ -49,7 +50,7 @@ def test_rows_match_brute_force_reference(evaluated):
     rows = {r["budget"]: r for r in results["rows"]}
     assert len(rows) == 4 * 2 * 2 * 3 and results["pages"] == 12 and results["queries"] == 12
     retriever = Retriever.from_pretrained(model_dir).eval()
-    pages = list(ShardEvalSet(shards, "train").pages())
+    pages = list(ShardPages(shards, "train").pages())
     stored = {"fp16": lambda v: [half(x) for x in v], "int8": hand_int8, "bin": hand_bin}  # by hand, per vector
     for budget in [Budget(2, 32, 2), Budget(4, 128, 1), Budget(2, 32, 2, "bin"), Budget(4, 128, 1, "int8")]:
         pv = retriever.embed(pages=[p.image for p in pages], budget=budget)
@@ -77,7 +78,7 @@ def test_report_files_and_pareto(evaluated):
     assert [r["budget"] for r in table] == [r["budget"] for r in results["rows"]]
     assert float(table[0]["ndcg_at_5"]) == results["rows"][0]["ndcg_at_5"]
     md = (out / "results.md").read_text().splitlines()
-    assert sum(line.startswith("| L") for line in md) == len(results["rows"])
+    assert sum(line.startswith("| L") and " > " not in line for line in md) == len(results["rows"])
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     front = pareto_front(results["rows"])
     for r in results["rows"]:  # every row is on the front or dominated by a front row
@@ -105,7 +106,7 @@ def test_parquet_eval_set_reads_same_pages(evaluated, tmp_path):
     import pyarrow.parquet as pq
 
     _, shards, _, _, _, _ = evaluated
-    pages = list(ShardEvalSet(shards, "train", max_pages=4).pages())
+    pages = list(ShardPages(shards, "train", max_pages=4).pages())
     blobs = []
     for p in pages:
         buf = io.BytesIO()
@@ -126,10 +127,10 @@ def test_cascade_rows_equal_a_plain_python_cascade(evaluated):
     the metrics are those of the last stage's ranking; a first stage that keeps every page is exact search."""
     model_dir, shards, out, results, _, _ = evaluated
     retriever = Retriever.from_pretrained(model_dir).eval()
-    pages = list(ShardEvalSet(shards, "train").pages())
+    pages = list(ShardPages(shards, "train").pages())
     stored = {"fp16": lambda v: [half(x) for x in v], "int8": hand_int8, "bin": hand_bin}
     rows = {r["cascade"]: r for r in results["cascades"]}
-    assert list(rows) == ["L4-d128-page:6 > L2-d32-p2-bin:4 > L4-d128-p1:3", "L4-d32-p1:12 > L4-d128-p1:12"]
+    assert list(rows) == ["L4-d128-page:6 > L2-d32-p2-int8:4 > L4-d128-p1:3", "L4-d32-p1:12 > L4-d128-p1:12"]
     scores = {}
     for name in {b for c in CASCADES for b, _ in c}:
         b = Budget.parse(name)
@@ -148,6 +149,6 @@ def test_cascade_rows_equal_a_plain_python_cascade(evaluated):
         assert row["ms_per_query"] > 0
     exact = next(r for r in results["rows"] if r["budget"] == "L4-d128-p1")
     assert rows["L4-d32-p1:12 > L4-d128-p1:12"]["ndcg_at_5"] == pytest.approx(exact["ndcg_at_5"], abs=1e-9)
-    # bytes/page: every stage's budget is stored (4 x 4 grid; page: 1 vector; bits: dim / 8 bytes)
-    assert rows["L4-d128-page:6 > L2-d32-p2-bin:4 > L4-d128-p1:3"]["bytes_per_page"] == 256 + 4 * 4 + 16 * 256
-    assert "| L4-d128-page:6 > L2-d32-p2-bin:4 > L4-d128-p1:3 |" in (out / "results.md").read_text()
+    # bytes/page: every stage's budget is stored (4 x 4 grid; page: 1 vector; int8: dim + 2 bytes)
+    assert rows["L4-d128-page:6 > L2-d32-p2-int8:4 > L4-d128-p1:3"]["bytes_per_page"] == 256 + 4 * 34 + 16 * 256
+    assert "| L4-d128-page:6 > L2-d32-p2-int8:4 > L4-d128-p1:3 |" in (out / "results.md").read_text()

@@ -7,11 +7,11 @@ import pytest
 import pytrec_eval
 import torch
 
-from pipeline.evaluate.cost import bytes_per_page, bytes_per_page_from_grids, pooled_counts
+from pipeline.evaluate.cost import bytes_per_page
 from pipeline.evaluate.metrics import METRICS, mean_metrics, per_query, ranked
 from pipeline.model.pooling import apply_budget, normalize
 from pipeline.model.vectors import MultiVector
-from tests.helpers.reference import hand_metrics
+from tests.helpers.reference import hand_metrics, pooled_counts
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,11 @@ def test_ties_follow_trec_eval_rule_doc_id_descending():
         rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(run)["q"]["recip_rank"]
         assert rr == pytest.approx(1.0 / (15 - int(rel_doc[1:])))
         assert mean_metrics(run, qrels)["mrr_at_10"] == pytest.approx(1.0 / expected_rank if expected_rank else 0.0)
+
+
+def bytes_per_page_from_grids(grids: torch.Tensor, dim: int, pool: int, precision: str = "fp16") -> float:
+    """Mean index bytes per page predicted from the patch grids alone."""
+    return bytes_per_page(pooled_counts(grids, pool), dim, precision)
 
 
 def test_bytes_per_page_exact_against_stored_vectors():

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from pipeline.evaluate.data import EvalPage, ShardEvalSet
+from pipeline.data.reader import Page, ShardPages
 from pipeline.export.variants import weights_bytes
 from pipeline.model.backbone import language_model
 from pipeline.model.budgets import Budget
@@ -30,8 +30,8 @@ def setup(chain):
 @pytest.fixture(scope="module")
 def page_dir(tmp_path_factory, setup):
     out = tmp_path_factory.mktemp("pages")
-    pages = list(ShardEvalSet(setup[1], "train", max_pages=3).pages())
-    pages.append(EvalPage("wide", pages[0].image.resize((168, 112)), []))  # a 4 x 6 grid: ragged pools
+    pages = list(ShardPages(setup[1], "train", max_pages=3).pages())
+    pages.append(Page("wide", pages[0].image.resize((168, 112)), []))  # a 4 x 6 grid: ragged pools
     for i, p in enumerate(pages):
         p.image.save(out / f"{i}.png")
     return out
@@ -86,7 +86,7 @@ def test_variant_smaller_by_the_layers_it_drops(setup):
 
 def test_cards_carry_budget_and_measured_quality(setup):
     model_dir, shards, variants = setup
-    fp = ShardEvalSet(shards, "train").fingerprint
+    fp = ShardPages(shards, "train").fingerprint
     for name, (path, card) in variants.items():
         layers, dim, pool, precision = RESOLVED[name]
         assert card["budget"] == {"layers": layers, "dim": dim, "pool": pool, "precision": precision}

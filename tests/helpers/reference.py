@@ -37,6 +37,12 @@ def ref_pool(cells: list[list[float]], h: int, w: int, p: int) -> list[list[floa
     return out
 
 
+def pooled_counts(grids: torch.Tensor, pool: int) -> torch.Tensor:
+    """Vectors per page after pooling by `pool`: grids [P, 2] (rows, cols) -> [P], ceil(h/p) * ceil(w/p)."""
+    g = grids.long()
+    return ((g[:, 0] + pool - 1) // pool) * ((g[:, 1] + pool - 1) // pool)
+
+
 def ref_page(cells: list[list[float]], h: int, w: int, dim: int, pool: int) -> list[list[float]]:
     """A page's vectors at (dim, pool): slice, re-normalise, pool, re-normalise."""
     sliced = [unit(v[:dim]) for v in cells]

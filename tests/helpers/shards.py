@@ -11,7 +11,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.layout.shards import build_manifest, sample_key, shard_name, write_manifest, write_shard
+from pipeline.layout.shards import build_manifest, sample_key, shard_name, write_manifest
+from pipeline.layout.tars import write_shard
 
 
 def _page(code: str, row: int, size: int) -> bytes:
@@ -27,8 +28,9 @@ def _page(code: str, row: int, size: int) -> bytes:
 
 
 def write_shards(out: Path, n_pages: int = 48, shard_size: int = 16, seed: int = 0, size: int = 112,
-                 no_query_every: int = 0, split: str = "train") -> Path:
-    """Write `n_pages` pages of `split` (one distinct 3-letter code each, the query) plus a manifest; returns `out`."""
+                 no_query_every: int = 0, split: str = "train", first_doc: int = 0) -> Path:
+    """Write `n_pages` pages of `split` (one distinct 3-letter code each, the query) plus a manifest; returns `out`.
+    Documents are numbered from `first_doc` (their ids, and so the page keys, follow the number)."""
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     codes = set()
@@ -41,7 +43,7 @@ def write_shards(out: Path, n_pages: int = 48, shard_size: int = 16, seed: int =
         name = shard_name(split, s // shard_size)
         samples = []
         for i in range(s, min(s + shard_size, n_pages)):
-            doc_id = hashlib.sha256(f"doc{i}".encode()).hexdigest()[:16]
+            doc_id = hashlib.sha256(f"doc{first_doc + i}".encode()).hexdigest()[:16]
             queries = [] if no_query_every and i % no_query_every == 0 else [codes[i]]
             meta = {"doc_id": doc_id, "source": f"synthetic/doc{i}.pdf", "page": 0, "width": size,
                     "height": size, "dpi": 72, "text": codes[i], "queries": queries, "split": split}

@@ -4,11 +4,10 @@ import pytest
 import torch
 
 from pipeline.model import pooling
-from pipeline.evaluate.cost import pooled_counts
 from pipeline.model.budgets import PAGE, POOL_NAMES, Budget, budget_grid, full_budget, resolve_in
 from pipeline.model.pooling import apply_budget, max_cells, normalize, pool_grid
 from pipeline.model.vectors import MultiVector
-from tests.helpers.reference import ref_page, ref_pool
+from tests.helpers.reference import pooled_counts, ref_page, ref_pool
 
 GRIDS = [(4, 4), (3, 5), (1, 7), (5, 2)]  # divisible and ragged in both directions
 

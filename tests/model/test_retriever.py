@@ -135,7 +135,9 @@ def test_for_budget_variant(model, tmp_path):
     budget = Budget(model.exits[1], 32, 2)
     variant = model.for_budget(budget)
     n_full, n_var = (sum(p.numel() for p in m.parameters()) for m in (model, variant))
-    assert n_var < n_full and variant.num_layers == budget.layers and variant.exits == [budget.layers]
+    # it keeps the heads of every exit up to its own (sliced to its width): a cascade's cheaper stages
+    assert n_var < n_full and variant.num_layers == budget.layers
+    assert variant.exits == [e for e in model.exits if e <= budget.layers] and variant.dim == 32
     path = variant.save_pretrained(tmp_path / "variant")
     cfg = json.loads((path / "retriever_config.json").read_text())
     assert cfg["default_budget"] == budget.as_dict() and cfg["dim"] == 32

@@ -3,7 +3,8 @@
 from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoTokenizer
 
-from pipeline.model.tiny import QWEN_SPECIALS, build_tiny_qwen2vl, train_tokenizer
+from pipeline.model.families import qwen2_vl
+from pipeline.model.tiny import build_tiny_qwen2vl, train_tokenizer
 
 
 def test_tiny_qwen2vl_is_deterministic_and_tokenises_codes(tiny_qwen2vl_dir, tmp_path):
@@ -14,7 +15,7 @@ def test_tiny_qwen2vl_is_deterministic_and_tokenises_codes(tiny_qwen2vl_dir, tmp
     tok = AutoTokenizer.from_pretrained(tiny_qwen2vl_dir)
     for code in ["QXB", "AAA", "ZZZ", " QXB"]:
         assert 1 <= len(tok(code).input_ids) <= 2, code
-    listed = train_tokenizer(QWEN_SPECIALS, ["QXB"], 2048)
+    listed = train_tokenizer(qwen2_vl.SPECIALS, ["QXB"], 2048)
     assert len(listed("QXB").input_ids) == 1  # a listed word is one token
     assert tok.convert_ids_to_tokens(tok("<|image_pad|>").input_ids) == ["<|image_pad|>"]
     from PIL import Image

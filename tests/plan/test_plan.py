@@ -89,6 +89,7 @@ def plan_cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=180)
 
 
+@pytest.mark.heavy  # launches the plan command
 @pytest.mark.parametrize("config", ["configs/colqwen2_2b.yaml", "configs/colpali_3b.yaml"])
 def test_shipped_configs_fit_on_8x8_h100(config):
     out = plan_cli("--config", config, "--json")
@@ -110,6 +111,7 @@ def test_shipped_configs_fit_on_8x8_h100(config):
         assert w["page_tokens"] == 1280 and plan["params_total"] > 2.2e9  # 1,003,520 px = 1280 x 28 x 28
 
 
+@pytest.mark.heavy  # launches the plan command
 def test_table_names_every_term():
     out = plan_cli("--config", "configs/colqwen2_2b.yaml", "--nodes", "1")
     assert out.returncode == 0
@@ -117,6 +119,7 @@ def test_table_names_every_term():
         assert word in out.stdout
 
 
+@pytest.mark.heavy  # launches the plan command
 def test_a_config_that_does_not_fit_names_the_term_and_a_fix_that_fits():
     args = ["--config", "configs/colqwen2_2b.yaml", "--nodes", "1", "--gpus-per-node", "8", "--gpu-memory-gib", "24",
             "model.gradient_checkpointing=false", "train.chunk_size=32"]
@@ -133,6 +136,7 @@ def test_a_config_that_does_not_fit_names_the_term_and_a_fix_that_fits():
     assert full.returncode == 1 and "largest term optimizer" in full.stderr and "zero3_offload.json" in full.stderr
 
 
+@pytest.mark.heavy  # launches the plan command
 def test_unknown_model_is_one_clear_error():
     out = plan_cli("--config", "configs/colqwen2_2b.yaml", "model.name_or_path=acme/NoSuchVLM-7B")
     assert out.returncode == 2

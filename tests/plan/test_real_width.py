@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # holding the model, its gathered copy and (full fine-tuning) a dense embedding gradient took 14-16 GB and were
 # killed on a shared 24 GB machine; no code path depends on the row count, and the plan sizes the real one.
 CASES = {
-    "qwen2_vl": ("Qwen/Qwen2-VL-2B-Instruct", 224, 0),
+    "qwen2_vl": ("Qwen/Qwen2-VL-2B-Instruct", 112, 0),
     "paligemma": ("google/paligemma-3b-mix-448", 112, 32),
 }
 VOCAB = 16384

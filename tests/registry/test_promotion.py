@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import mlflow
-import pytest
 from mlflow import MlflowClient
 
 from pipeline.registry.promotion import Standing, describe, gate, promote
@@ -39,7 +38,6 @@ def _cli(uri, *args):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.xdist_group("mlflow-server")
 def test_promotion_against_live_server(tmp_path, tracking_uri):
     uri = tracking_uri
     mlflow.set_tracking_uri(uri)

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import mlflow
-import pytest
 from mlflow import MlflowClient
 
 from pipeline.registry.promotion import Standing, gate, holder_of, promote
@@ -101,7 +100,6 @@ def _register(client, uri, scores: dict[int, float]) -> None:
                                     tags={"ndcg_at_5": str(score), "eval_fingerprint": "fp", "bytes_per_page": "1"})
 
 
-@pytest.mark.xdist_group("mlflow-server")
 def test_two_concurrent_processes_against_a_live_server(tmp_path, tracking_uri):
     uri = tracking_uri
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)

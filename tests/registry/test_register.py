@@ -31,6 +31,7 @@ def test_versions_carry_budget_and_quality_tags(stages):
         assert float(mv.tags["ndcg_at_5"]) == card["ndcg_at_5"]  # repr round-trips floats exactly
         assert mv.tags["eval_fingerprint"] == card["eval_fingerprint"] and mv.tags["eval_set"] == card["eval_set"]
         assert "source_run" in mv.tags and f"pool {b['pool']}" in mv.description
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)  # models:/ resolves against the process-wide registry
     info = mlflow.models.get_model_info(f"models:/{NAME}/{cards['full']['registered']['version']}")
     assert [c.name for c in info.signature.inputs.inputs] == ["query", "image"]
 

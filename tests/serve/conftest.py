@@ -10,16 +10,14 @@ from mlflow import MlflowClient
 
 from tests.helpers.chain import NAME
 from tests.helpers.servers import free_port, process
+from tests.helpers.serving import ALIAS, LIMITS, SERVE
 
-ALIAS = "http"
-LIMITS = {"max_rows": 4, "max_request_mb": 0.25, "max_image_pixels": 200 * 200}
-SERVE = ["serve.budgets=[L2-d32-page, L2-d32-p2-bin, L2-d32-p2, L1-d16-p4]",
-         "serve.cascade=[[L2-d32-page, 8], [L2-d32-p2-bin, 6], [L2-d32-p2, 5]]"]
 
 
 @pytest.fixture(scope="session")
 def model_server(tmp_path_factory, chain):
-    """(port, retriever of the served variant, the server's config): /invocations and /search on 127.0.0.1:port."""
+    """(port, retriever of the served variant, the server's config, the same pages in a flat index's config):
+    /invocations and /search on 127.0.0.1:port."""
     from pipeline.export.variants import load_variant
     from pipeline.registry.promotion import promote
     from pipeline.serve.__main__ import main as serve_main
@@ -31,9 +29,13 @@ def model_server(tmp_path_factory, chain):
     common = ["--tracking-uri", cfg.tracking.tracking_uri, "--model", NAME, "--alias", ALIAS, "--index-dir",
               str(index_dir), *SERVE]
     assert serve_main(["index", *common, "--shards", str(chain.shards), "--split", "train"]) == 0
+    flat_dir = tmp_path_factory.mktemp("http-flat")  # the oracle: the same pages, budgets and cascade, exact
+    assert serve_main(["index", *common, "--index-dir", str(flat_dir), "--engine", "flat", "--shards",
+                       str(chain.shards), "--split", "train"]) == 0
     port = free_port()
     cmd = [sys.executable, "-m", "pipeline.serve", "http", *common, "--port", str(port),
            *(f"serve.{k}={v}" for k, v in LIMITS.items())]
     with process(cmd, f"http://127.0.0.1:{port}/ping", tmp_path_factory.mktemp("serve") / "serve.log", timeout=180):
-        yield port, load_variant(chain.exported()["half"][0])[0], chain.config(
-            f"serve.index_dir={index_dir}", f"serve.alias={ALIAS}", *SERVE)
+        yield (port, load_variant(chain.exported()["half"][0])[0],
+               chain.config(f"serve.index_dir={index_dir}", f"serve.alias={ALIAS}", *SERVE),
+               chain.config(f"serve.index_dir={flat_dir}", f"serve.alias={ALIAS}", "serve.engine=flat", *SERVE))

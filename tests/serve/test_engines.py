@@ -17,30 +17,8 @@ from pipeline.serve.engines.client import ClientBackend
 from pipeline.serve.engines.edge import EdgeBackend
 from pipeline.serve.engines.flat import FlatEngine
 from pipeline.serve.engines.qdrant import QdrantEngine, point_id
+from tests.helpers.drawn import BUDGETS, TOLERANCE, draw_pages, draw_queries
 from tests.helpers.reference import half, hand_bin, hand_int8, ref_maxsim
-
-DIM = 16
-BUDGETS = [Budget(2, DIM, 1), Budget(2, DIM, 1, "int8"), Budget(2, DIM, 1, "bin"), Budget(2, DIM, PAGE),
-           Budget(2, DIM, PAGE, "bin")]
-# The README's bound: Qdrant rounds the query to float16 (2^-11 relative per coordinate, at most 2^-11 per unit query
-# vector), and for int8 the stored scale x code as well (twice that).
-TOLERANCE = {"fp16": 2**-11, "int8": 2**-10, "bin": 2**-11}  # per query vector
-
-
-def draw_pages(n: int, seed: int, prefix: str = "p") -> list[Page]:
-    g = torch.Generator().manual_seed(seed)
-    pages = []
-    for i in range(n):
-        v = normalize(torch.randn(int(torch.randint(1, 9, (1,), generator=g)), DIM, generator=g))
-        vectors = {b: normalize(v.mean(0, keepdim=True)) if b.pool == PAGE else v for b in BUDGETS}
-        pages.append(Page(f"{prefix}{i}", f"doc{i % 9}", i, "train-000000.tar", vectors))
-    return pages
-
-
-def draw_queries(n: int, seed: int) -> list[dict]:
-    g = torch.Generator().manual_seed(seed)
-    return [dict.fromkeys(BUDGETS, normalize(torch.randn(3, DIM, generator=g))) for _ in range(n)]
-
 
 def stored_reference(budget: Budget, v: torch.Tensor) -> list[list[float]]:
     """What pipeline.model.precision scores for a page vector, by hand (plain Python)."""

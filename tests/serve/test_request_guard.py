@@ -12,9 +12,8 @@ from PIL import Image
 
 from pipeline.registry.pyfunc import encode_image
 from pipeline.serve.http import BadRequest, check_request
-from tests.serve.conftest import LIMITS
+from tests.helpers.serving import LIMITS
 
-pytestmark = pytest.mark.xdist_group("model-server")
 JSON = "application/json"
 CASES = [  # (body, status, message)
     ({"dataframe_split": {"columns": ["qurey"], "data": [["ABC"]]}}, 400,

@@ -19,8 +19,8 @@ from pipeline.serve import deploy
 from pipeline.serve.collections import Target
 from pipeline.serve.search import Searcher
 from pipeline.serve.search_api import SearchError, answer, parse_search
+from tests.helpers.serving import SERVE
 
-pytestmark = pytest.mark.xdist_group("model-server")
 WORDS = ["ABC", "XYZ", "find QRS", "KLM page", "the code DEF", "GHI", "NOP", "TUV"]
 
 
@@ -36,8 +36,9 @@ def post(port: int, path: str, body, content_type: str = "application/json") -> 
 
 @pytest.fixture(scope="module")
 def local(model_server):
-    """The in-process searcher over the server's collection (the reference its answers must equal)."""
-    return deploy.searcher(model_server[2])
+    """The in-process searcher over the same pages in the flat exact index (the reference the server's Qdrant
+    answers must equal: the server holds its Edge collection, which lives in one process)."""
+    return deploy.searcher(model_server[3])
 
 
 def as_rows(hits) -> list[list[dict]]:
@@ -48,12 +49,16 @@ def as_rows(hits) -> list[list[dict]]:
 def test_search_answers_what_the_searcher_does(model_server, local):
     port = model_server[0]
     code, got = post(port, "/search", {"queries": WORDS[:3], "k": 4})
-    assert code == 200 and got["results"] == as_rows(local.search(WORDS[:3], 4))
-    assert got["stages"] == [["L2-d32-page", 8], ["L2-d32-p2-bin", 6], ["L2-d32-p2", 4]]  # serve.cascade, k=4
+    assert code == 200 and got["stages"] == [["L2-d32-page", 8], ["L2-d32-p2", 4]]  # serve.cascade, k=4
+    want = as_rows(local.search(WORDS[:3], 4))
+    assert [[h["key"] for h in r] for r in got["results"]] == [[h["key"] for h in r] for r in want]
+    for g, w in zip(got["results"], want):
+        assert [h["score"] for h in g] == pytest.approx([h["score"] for h in w], abs=8 * 2**-11)  # Qdrant rounds queries to float16 (<= 8 query vectors)
     assert got["version"] == local.version and all(len(r) == 4 for r in got["results"])
     code, one = post(port, "/search", {"queries": ["ABC"], "k": 3, "budget": "L1-d16-p4"})
     assert code == 200 and one["stages"] == [["L1-d16-p4", 3]]
-    assert one["results"] == as_rows(local.search(["ABC"], 3, [(Budget.parse("L1-d16-p4"), 3)]))
+    assert [h["key"] for h in one["results"][0]] == [
+        h["key"] for h in as_rows(local.search(["ABC"], 3, [(Budget.parse("L1-d16-p4"), 3)]))[0]]
     code, every = post(port, "/search", {"queries": ["ABC"], "k": 5, "cascade": [["L2-d32-page", 12],
                                                                                  ["L2-d32-p2", 5]]})
     assert code == 200 and every["results"] == post(port, "/search", {"queries": ["ABC"], "k": 5,
@@ -96,14 +101,16 @@ def test_wrong_method_and_media_type(model_server):
     assert err.value.code == 405 and json.loads(err.value.read())["message"] == "/search takes POST"
 
 
-def test_concurrent_clients_get_their_own_answers(model_server, local):
+def test_concurrent_clients_get_their_own_answers(model_server):
+    """8 clients x 8 requests at once get exactly what each request got alone, one at a time."""
     rng = random.Random(0)
     requests = [{"queries": rng.sample(WORDS, rng.randint(1, 3)), "k": rng.randint(1, 5)} for _ in range(64)]
-    want = [as_rows(local.search(r["queries"], r["k"])) for r in requests]
+    want = [post(model_server[0], "/search", r)[1]["results"] for r in requests]
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda r: post(model_server[0], "/search", r), requests))
     assert [c for c, _ in got] == [200] * len(requests)
     assert [g["results"] for _, g in got] == want
+    assert len({json.dumps(w) for w in want}) > 30  # the requests differ: a mixed-up answer would show
 
 
 def _png(size: tuple[int, int]) -> str:
@@ -141,3 +148,19 @@ def test_no_collection_is_503_and_another_version_409(model_server, local, tmp_p
         answer(other, ["ABC"], 3, None)
     assert err.value.status == 409 and "is not what the live collection holds" in err.value.message
     assert parse_search(b'{"queries": ["a"], "k": 2}', 4) == (["a"], 2, None)
+
+
+def test_indexing_into_a_collection_a_server_holds_is_refused_in_one_line(model_server, chain, capsys):
+    """Qdrant Edge lives in one process: while the server has its collection open, `serve index` into it stops
+    before writing, naming why (the server keeps answering)."""
+    from pipeline.serve.__main__ import main as serve_main
+
+    cfg = model_server[2]
+    assert post(model_server[0], "/search", {"queries": ["ABC"], "k": 2})[0] == 200  # it holds its collection
+    capsys.readouterr()
+    code = serve_main(["index", "--tracking-uri", cfg.tracking.tracking_uri, "--model", cfg.tracking.registered_model,
+                       "--alias", cfg.serve.alias, "--index-dir", cfg.serve.index_dir, *SERVE, "--shards",
+                       str(chain.shards), "--split", "train"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "the collection is open in another process" in err[0]
+    assert post(model_server[0], "/search", {"queries": ["ABC"], "k": 2})[0] == 200

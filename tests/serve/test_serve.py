@@ -22,15 +22,14 @@ from pipeline.registry.pyfunc import encode_image
 from pipeline.serve.__main__ import main as serve_main
 from pipeline.serve.pages import read_pages, shards_of
 from tests.helpers.chain import NAME
+from tests.helpers.drawn import TOLERANCE
 from tests.helpers.procs import ROOT
 from tests.helpers.reference import half, hand_bin, hand_int8, ref_maxsim
 from tests.helpers.shards import write_shards
 
-pytestmark = pytest.mark.xdist_group("model-server")
 ALIAS = "serving"
 BUDGETS = ["L4-d128-p1", "L4-d128-page", "L2-d32-p2", "L2-d32-p2-int8", "L2-d32-p2-bin"]
 STORED = {"fp16": lambda v: [half(x) for x in v], "int8": hand_int8, "bin": hand_bin}
-TOLERANCE = {"fp16": 2**-11, "int8": 2**-10, "bin": 2**-11}  # per query vector (README: Deploying at scale)
 
 
 @pytest.fixture(scope="module")
@@ -107,14 +106,14 @@ def test_a_cascade_keeping_every_page_is_exact_search(served, indexed, capsys):
     every = search(served, d, capsys, queries,
                    "serve.cascade=[[L4-d128-page, 12], [L2-d32-p2-bin, 12], [L4-d128-p1, 4]]")
     assert [r["results"] for r in every] == [r["results"] for r in exact]
-    flat = search(served, indexed["flat"][0], capsys, queries, "--engine", "flat",
+    flat = search(served, indexed["flat"][0], capsys, queries, "--engine", "flat", "-k", "3",
                   "serve.cascade=[[L4-d128-page, 3], [L4-d128-p1, 3]]")
-    edge = search(served, d, capsys, queries, "serve.cascade=[[L4-d128-page, 3], [L4-d128-p1, 3]]")
+    edge = search(served, d, capsys, queries, "-k", "3", "serve.cascade=[[L4-d128-page, 3], [L4-d128-p1, 3]]")
     assert [[h["key"] for h in r["results"]] for r in edge] == [[h["key"] for h in r["results"]] for r in flat]
 
 
 def test_upsert_and_delete_need_no_rebuild(served, tmp_path, capsys):
-    more = write_shards(tmp_path / "more", n_pages=4, seed=5)
+    more = write_shards(tmp_path / "more", n_pages=4, seed=5, first_doc=100)  # 4 new documents
     common = cli(served, tmp_path / "index")
     assert serve_main(["index", *common, "--shards", str(served[4]), "--split", "train"]) == 0
     link = os.readlink(tmp_path / "index" / "current")
@@ -194,7 +193,7 @@ def test_no_collection_and_a_tampered_flat_index_are_one_line(served, indexed, t
 
 
 def test_http_serving_matches_direct_encoding(model_server):
-    port, retriever, _ = model_server
+    port, retriever = model_server[:2]
     images = [Image.new("RGB", (112, 112), "white"), Image.effect_noise((168, 112), 40).convert("RGB")]
     body = {"dataframe_split": {"columns": ["query", "image"], "data": [
         ["ABC", None], [None, encode_image(images[0])], [None, encode_image(images[1])], ["find XYZ", None]]}}

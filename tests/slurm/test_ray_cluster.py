@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers.slurm_jobs import FINAL, ROOT, batch_log, node_logs
 
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
+pytestmark = pytest.mark.slurm
 
 
 def _free_ports(n: int) -> list[int]:

@@ -11,7 +11,7 @@ import pytest
 from tests.helpers.slurm_jobs import FINAL, batch_log, node_logs, read_jsonl, submit
 from tests.slurm.standin import next_value
 
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
+pytestmark = pytest.mark.slurm
 NODES = 3
 
 

@@ -14,7 +14,7 @@ import torch
 from tests.helpers.slurm_jobs import FINAL, batch_log, node_logs, read_jsonl, submit
 from tests.helpers.training import final_weights
 
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
+pytestmark = pytest.mark.slurm
 STEPS = 4  # USR1 after step 1; the stop is agreed in a later step's flags all-reduce
 
 

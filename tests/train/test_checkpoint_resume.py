@@ -1,7 +1,9 @@
-"""Through the real `python -m pipeline.train`: a broken latest checkpoint is skipped with a warning naming it and the
-run resumes from the older complete one (never from step 0); with none complete the command refuses in one line,
-touching nothing (both on a copy of the suite's reference run); a crash ends the MLflow run FAILED, and a fresh
-start opens a fresh run. Artifacts land beside the tracking store, never in the working directory."""
+"""Through the real `python -m pipeline.train`, on a copy of the suite's reference run: a latest checkpoint whose
+optimizer state had bits flipped (same size) is skipped with a warning naming it, the run resumes from the older one
+that verifies (never from step 0) and ends on the uninterrupted run's weights bit for bit; with none intact the
+command refuses in one line, touching nothing and leaving the finished MLflow run alone; a crash ends the MLflow run
+FAILED, and a fresh start opens a fresh run. Artifacts land beside the tracking store, never in the working
+directory."""
 
 import json
 import os
@@ -10,15 +12,26 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers.procs import ROOT, torchrun_cmd
 from tests.helpers.reference_run import STEPS
+from tests.helpers.run_state import mlflow_run, run_files
 from tests.helpers.shards import write_shards
-from tests.helpers.training import copy_run, metrics, write_config
+from tests.helpers.training import copy_run, final_weights, metrics, write_config
 
 pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
 
 MODEL = "zero_pp_rank_0_mp_rank_00_model_states.pt"
+OPTIM = "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+
+
+def flip_bits(path: Path) -> None:
+    """Invert 64 bytes in the middle of `path` (tensor data): the size stays, the content changes."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])
+    path.write_bytes(bytes(data))
 
 
 def train(cfg: Path, cwd: Path, *overrides: str, ranks: int = 1) -> subprocess.CompletedProcess:
@@ -28,52 +41,51 @@ def train(cfg: Path, cwd: Path, *overrides: str, ranks: int = 1) -> subprocess.C
                           timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def mlflow_run(out: Path):
-    from mlflow import MlflowClient
-
-    record = json.loads((out / "run.json").read_text())
-    return MlflowClient(record["tracking_uri"]).get_run(record["mlflow_run_id"])
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     return write_shards(tmp_path_factory.mktemp("shards") / "s", n_pages=8, shard_size=8)
 
 
 def test_broken_latest_is_skipped_and_none_complete_refuses(reference_run, tmp_path):
-    """A copy of the reference run (2 ranks, checkpoints step-10 and step-12): a truncated file in step-12 makes the
-    re-run resume from step-10 and finish in the same MLflow run; with no complete checkpoint left, one line and
-    nothing touched, before the model or DeepSpeed starts."""
+    """A copy of the reference run (2 ranks, checkpoints step-10 and step-12): bits flipped in step-12's optimizer
+    state make the re-run resume from step-10 and finish in the same MLflow run on the same weights; with every
+    checkpoint corrupt, one line and nothing touched, before the model or DeepSpeed starts."""
     cfg = copy_run(reference_run, tmp_path, "run")
     out, ckpts = tmp_path / "run", tmp_path / "run" / "checkpoints"
     last, before_last = f"step-{STEPS:08d}", f"step-{STEPS - 2:08d}"
     assert sorted(p.name for p in ckpts.glob("step-*")) == [before_last, last]
     run_id = mlflow_run(out).info.run_id
+    uninterrupted = final_weights(out)
 
-    (ckpts / last / MODEL).write_bytes((ckpts / last / MODEL).read_bytes()[:100])
+    optim = ckpts / last / OPTIM
+    flip_bits(optim)
     again = train(cfg, tmp_path, ranks=2)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (f"skipped incomplete checkpoint {last} ({MODEL} has 100 bytes" in again.stderr
-            and f"resuming from {before_last}" in again.stderr), again.stderr[-3000:]
+    assert (f"skipped checkpoint {last} ({OPTIM} does not match the sha256 recorded at save (same size, other "
+            f"bytes)); resuming from {before_last}") in again.stderr, again.stderr[-3000:]
     assert "resumed from" in again.stderr and f"(step {STEPS - 2})" in again.stderr
     assert max(metrics(out)) == STEPS and mlflow_run(out).info.run_id == run_id  # continued, not restarted
+    weights = final_weights(out)  # the last two steps trained again from the good checkpoint: the same weights
+    assert weights.keys() == uninterrupted.keys() and len(weights) > 50
+    assert [k for k in weights if not torch.equal(weights[k], uninterrupted[k])] == []
     assert sorted(p.name for p in ckpts.glob("step-*")) == [before_last, last]
     assert "attention:" in again.stderr  # the model's load is logged (the refusal below must not get this far)
 
-    (ckpts / last / "trainer_state.json").unlink()
-    (ckpts / before_last / MODEL).write_bytes(b"")
+    flip_bits(optim)
+    flip_bits(ckpts / before_last / MODEL)
     (ckpts / "latest").write_text("step-00000099")
-    before = sorted(str(p.relative_to(ckpts)) for p in ckpts.rglob("*"))
+    before = run_files(out)
     refused = train(cfg, tmp_path, f"train.steps={STEPS + 2}")
     assert refused.returncode == 1
     errors = [line for line in refused.stderr.splitlines() if " ERROR " in line]
-    assert len(errors) == 1 and "no complete checkpoint in" in errors[0], refused.stderr[-3000:]
-    for why in ("step-00000099 (missing)", f"{last} (trainer_state.json is missing)",
-                f"{before_last} ({MODEL} has 0 bytes"):
+    assert len(errors) == 1 and "no complete and intact checkpoint in" in errors[0], refused.stderr[-3000:]
+    for why in ("step-00000099 (missing)", f"{last} ({OPTIM} does not match the sha256",
+                f"{before_last} ({MODEL} does not match the sha256"):
         assert why in errors[0]
     assert "Traceback" not in refused.stderr and "Refusing to restart from step 0" in errors[0]
-    assert sorted(str(p.relative_to(ckpts)) for p in ckpts.rglob("*")) == before  # nothing pruned or written
+    assert run_files(out) == before  # nothing pruned or written
     assert "attention:" not in refused.stderr  # decided before any model loads (it logs its attention kernel)
+    assert mlflow_run(out).info.status == "FINISHED"  # the finished run's status is left alone
 
 
 def _bad_shards(base: Path) -> Path:

@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from pipeline.layout.lock import LOCK_NAME
 from tests.helpers.procs import ROOT, run, torchrun_cmd
 from tests.helpers.reference_run import STEPS, config
 from tests.helpers.shards import write_shards
@@ -126,6 +127,7 @@ def test_interrupted_three_ways_then_resumed_ends_on_the_reference_weights(refer
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     assert max(metrics(out)) < STEPS  # kill -9 did interrupt the run
+    assert json.loads((out / LOCK_NAME).read_text())["job"] == "training"  # its lock file stays, its lock does not
 
     resumed = run(cmd, env=ENV)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
@@ -151,6 +153,7 @@ def test_interrupted_three_ways_then_resumed_ends_on_the_reference_weights(refer
     assert {m.step for m in history} == set(range(1, STEPS + 1))  # one run, one history across 4 launches
 
 
+@pytest.mark.heavy  # launches a training
 def test_learning_curve_without_an_eval_set_fails_before_training(tmp_path, tiny_qwen2vl_dir):
     shards = write_shards(tmp_path / "shards", n_pages=8, shard_size=8)
     cfg = write_config(tmp_path, "noeval", tiny_qwen2vl_dir, shards, steps=2, eval_every=1)

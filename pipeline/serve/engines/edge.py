@@ -14,6 +14,10 @@ from pipeline.serve.engines.qdrant import HNSW_EF_CONSTRUCT, HNSW_M, single
 META = "collection.json"
 
 
+class CollectionBusy(ValueError):
+    """Another process holds the Edge collection (its write-ahead log is locked)."""
+
+
 def _q():
     import qdrant_edge
 
@@ -38,7 +42,14 @@ class EdgeBackend:
         self.directory = Path(directory)
         if not (self.directory / META).is_file() or not (self.directory / "shard").is_dir():
             raise ValueError(f"{self.directory}: no Qdrant Edge collection here ({META} and shard/)")
-        self.shard = _q().EdgeShard.load(str(self.directory / "shard"))
+        try:
+            self.shard = _q().EdgeShard.load(str(self.directory / "shard"))
+        except Exception as e:  # the Rust side raises a plain Exception; the usual one: another process has it
+            if "WouldBlock" in str(e):
+                raise CollectionBusy(f"{self.directory}: the collection is open in another process (a running "
+                                     "`serve http`?): Qdrant Edge lives in one process; stop it, or deploy on a Qdrant "
+                                     "server (serve.qdrant_url)") from None
+            raise ValueError(f"{self.directory}: Qdrant Edge cannot open the collection ({str(e).splitlines()[0]})")
 
     @classmethod
     def create(cls, directory: str | Path, budgets: list[Budget], meta: dict) -> "EdgeBackend":

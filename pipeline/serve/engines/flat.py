@@ -5,8 +5,9 @@ engine of its own for small collections (`serve.engine: flat`).
 A collection directory holds `flat.safetensors` (per budget `<budget>.codes`, `<budget>.scales` for int8 and
 `<budget>.offsets` [P + 1]: page i owns rows offsets[i]:offsets[i+1]) and `collection.json` (info, budgets, page
 keys and payloads, the content fingerprint, and the sha256 of the tensor file), written last. Opening verifies the
-sha256 and the structure (offsets, counts, finite codes) before anything is scored: a tampered or corrupt index is
-one line, never another ranking.
+sha256, the structure (offsets from 0, monotonic, covering the codes; counts; finite codes) and the content
+fingerprint (every page's codes and key) before anything is scored: a tampered or corrupt index is one line,
+never another ranking.
 """
 
 from __future__ import annotations
@@ -125,7 +126,9 @@ class FlatEngine:
             except (KeyError, ValueError) as e:
                 raise ValueError(f"{tensors_path}: budget {b}: {e}") from None
             shelves[b].check(len(keys), f"{tensors_path}: budget {b}")
-        return cls(d, budgets, meta["info"], keys, payloads, shelves, int(meta["fingerprint"], 16))
+        engine = cls(d, budgets, meta["info"], keys, payloads, shelves, int(meta["fingerprint"], 16))
+        engine.verify()  # rows permuted or keys swapped keep the structure: the content digests do not
+        return engine
 
     def save(self) -> None:
         """Write the tensors, then the header naming their sha256 (a reader finds the old index or the new one)."""
