@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.model.budgets import Budget
-from pipeline.serve.engines.qdrant import HNSW_EF_CONSTRUCT, HNSW_M, single
+from pipeline.serve.engines.qdrant import HNSW_EF_CONSTRUCT, HNSW_M, ScrollingReads, single
 
 
 def _m():
@@ -26,7 +26,7 @@ def vector_params(budget: Budget):
                           hnsw_config=m.HnswConfigDiff(m=0))
 
 
-class ClientBackend:
+class ClientBackend(ScrollingReads):
     """The collection `name` (a collection or an alias) on the server `client` talks to."""
 
     def __init__(self, client, name: str):
@@ -53,22 +53,11 @@ class ClientBackend:
         return self.client.scroll(self.name, scroll_filter=flt, limit=limit, offset=offset, with_payload=True,
                                   with_vectors=with_vectors)
 
-    def payloads(self, ids: list[str] | None = None, docs: list[str] | None = None) -> dict[str, dict]:
-        """{point id: payload} of the points `ids`, or of every point of the documents `docs`."""
-        m = _m()
-        if ids is not None:
-            return {str(r.id): r.payload for r in self.client.retrieve(self.name, ids, with_payload=True)} if ids else {}
-        flt = m.Filter(must=[m.FieldCondition(key="doc", match=m.MatchAny(any=list(docs)))])
-        out, offset = {}, None
-        while True:
-            rows, offset = self._scroll(flt, False, offset, 1024)
-            out.update({str(r.id): r.payload for r in rows})
-            if offset is None:
-                return out
+    def _models(self):
+        return _m()
 
-    def vectors(self, offset: Any, limit: int) -> tuple[list[tuple[str, dict, dict]], Any]:
-        rows, offset = self._scroll(None, True, offset, limit)
-        return [(str(r.id), r.vector, r.payload) for r in rows], offset
+    def _retrieve(self, ids: list[str]):
+        return self.client.retrieve(self.name, ids, with_payload=True)
 
     def delete(self, ids: list[str]) -> None:
         self.client.delete(self.name, points_selector=_m().PointIdsList(points=ids), wait=True)

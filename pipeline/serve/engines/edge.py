@@ -9,7 +9,7 @@ from typing import Any
 
 from pipeline.layout.files import atomic_write
 from pipeline.model.budgets import Budget
-from pipeline.serve.engines.qdrant import HNSW_EF_CONSTRUCT, HNSW_M, single
+from pipeline.serve.engines.qdrant import HNSW_EF_CONSTRUCT, HNSW_M, ScrollingReads, single
 
 META = "collection.json"
 
@@ -35,7 +35,7 @@ def vector_params(budget: Budget):
                               hnsw_config=q.HnswIndexConfig(m=0, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=1))
 
 
-class EdgeBackend:
+class EdgeBackend(ScrollingReads):
     """The Edge shard of the collection directory `directory` (create() makes a new one)."""
 
     def __init__(self, directory: str | Path):
@@ -76,22 +76,11 @@ class EdgeBackend:
         return self.shard.scroll(q.ScrollRequest(offset=offset, limit=limit, filter=flt, with_payload=True,
                                                  with_vector=with_vector))
 
-    def payloads(self, ids: list[str] | None = None, docs: list[str] | None = None) -> dict[str, dict]:
-        """{point id: payload} of the points `ids`, or of every point of the documents `docs`."""
-        q = _q()
-        if ids is not None:
-            return {str(r.id): r.payload for r in self.shard.retrieve(ids, True, False)} if ids else {}
-        flt = q.Filter(must=[q.FieldCondition(key="doc", match=q.MatchAny(any=list(docs)))])
-        out, offset = {}, None
-        while True:
-            rows, offset = self._scroll(flt, False, offset, 1024)
-            out.update({str(r.id): r.payload for r in rows})
-            if offset is None:
-                return out
+    def _models(self):
+        return _q()
 
-    def vectors(self, offset: Any, limit: int) -> tuple[list[tuple[str, dict, dict]], Any]:
-        rows, offset = self._scroll(None, True, offset, limit)
-        return [(str(r.id), r.vector, r.payload) for r in rows], offset
+    def _retrieve(self, ids: list[str]):
+        return self.shard.retrieve(ids, True, False)
 
     def delete(self, ids: list[str]) -> None:
         self.shard.update(_q().UpdateOperation.delete_points(ids))

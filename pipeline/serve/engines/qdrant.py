@@ -44,6 +44,28 @@ def single(budget: Budget) -> bool:
     return budget.pool >= PAGE
 
 
+class ScrollingReads:
+    """The reads both back ends share (Edge and qdrant-client have parallel APIs): a back end gives `_models()` (its
+    module of Filter, FieldCondition and MatchAny), `_retrieve(ids)` and `_scroll(filter, with_vectors, offset, limit)`."""
+
+    def payloads(self, ids: list[str] | None = None, docs: list[str] | None = None) -> dict[str, dict]:
+        """{point id: payload} of the points `ids`, or of every point of the documents `docs`."""
+        if ids is not None:
+            return {str(r.id): r.payload for r in self._retrieve(ids)} if ids else {}
+        m = self._models()
+        flt = m.Filter(must=[m.FieldCondition(key="doc", match=m.MatchAny(any=list(docs)))])
+        out, offset = {}, None
+        while True:
+            rows, offset = self._scroll(flt, False, offset, 1024)
+            out.update({str(r.id): r.payload for r in rows})
+            if offset is None:
+                return out
+
+    def vectors(self, offset: Any, limit: int) -> tuple[list[tuple[str, dict, dict]], Any]:
+        rows, offset = self._scroll(None, True, offset, limit)
+        return [(str(r.id), r.vector, r.payload) for r in rows], offset
+
+
 def stored_values(budget: Budget, vectors: torch.Tensor) -> np.ndarray:
     """Float vectors [n, dim] -> what Qdrant stores for them at the budget's precision, as float16 [n, dim]."""
     v = vectors.float()
