@@ -4,15 +4,13 @@ alone, then the suite's model server (a real `python -m pipeline.serve http` pro
 
 import base64
 import json
-import urllib.error
-import urllib.request
 
 import pytest
 from PIL import Image
 
 from pipeline.registry.pyfunc import encode_image
 from pipeline.serve.http import BadRequest, check_request
-from tests.helpers.serving import LIMITS
+from tests.helpers.serving import LIMITS, post
 
 JSON = "application/json"
 CASES = [  # (body, status, message)
@@ -53,23 +51,14 @@ def test_not_json_and_wrong_type():
     assert (err.value.status, err.value.message) == (415, "send Content-Type: application/json (got 'text/csv')")
 
 
-def _post(port: int, body: bytes) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": JSON})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def test_live_server_answers_bad_requests_in_one_line(model_server):
     server = model_server[0]
     for body, status, message in CASES:
         if status is None:
-            code, answer = _post(server, json.dumps(body).encode())
+            code, answer = post(server, "/invocations", json.dumps(body).encode())
             assert code == 200 and [p["kind"] for p in answer["predictions"]] == ["query", "query"]
             continue
-        code, answer = _post(server, json.dumps(body).encode())
+        code, answer = post(server, "/invocations", json.dumps(body).encode())
         assert (code, answer) == (status, {"error_code": "REQUEST_TOO_LARGE" if status == 413 else "BAD_REQUEST",
                                            "message": message})
 
@@ -77,15 +66,15 @@ def test_live_server_answers_bad_requests_in_one_line(model_server):
 def test_live_server_limits_bytes_and_hides_model_errors(model_server):
     server, limit = model_server[0], int(LIMITS["max_request_mb"] * 2**20)
     big = json.dumps({"inputs": {"query": ["x" * limit]}}).encode()
-    code, answer = _post(server, big)
+    code, answer = post(server, "/invocations", big)
     assert code == 413 and answer["message"] == (f"the body has {len(big)} bytes, over the limit of {limit} bytes "
                                                  "(serve.max_request_mb)")
     not_an_image = base64.b64encode(b"definitely not a png").decode()
-    code, answer = _post(server, json.dumps({"inputs": [{"image": not_an_image}]}).encode())
+    code, answer = post(server, "/invocations", json.dumps({"inputs": [{"image": not_an_image}]}).encode())
     assert code == 400 and answer == {"error_code": "BAD_REQUEST",
                                       "message": "row 0: 'image' is not a base64 PNG or JPEG"}
     page = encode_image(Image.new("RGB", (112, 112), "white"))
-    code, answer = _post(server, json.dumps({"dataframe_split": {"columns": ["query", "image"],
+    code, answer = post(server, "/invocations", json.dumps({"dataframe_split": {"columns": ["query", "image"],
                                                                  "data": [["ABC", None], [None, page]]}}).encode())
     assert code == 200 and [p["kind"] for p in answer["predictions"]] == ["query", "page"]
     assert len(answer["predictions"][1]["vectors"][0]) == 32  # the half variant: dim 32

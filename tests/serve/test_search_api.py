@@ -19,19 +19,9 @@ from pipeline.serve import deploy
 from pipeline.serve.collections import Target
 from pipeline.serve.search import Searcher
 from pipeline.serve.search_api import SearchError, answer, parse_search
-from tests.helpers.serving import SERVE
+from tests.helpers.serving import SERVE, post
 
 WORDS = ["ABC", "XYZ", "find QRS", "KLM page", "the code DEF", "GHI", "NOP", "TUV"]
-
-
-def post(port: int, path: str, body, content_type: str = "application/json") -> tuple[int, dict]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, headers={"Content-Type": content_type})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 @pytest.fixture(scope="module")
