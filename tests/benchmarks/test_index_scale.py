@@ -111,7 +111,7 @@ def test_drawn_pages_do_not_depend_on_the_range_drawn():
 def test_fit_recovers_the_statistics_drawn_from():
     d, g = 4, torch.Generator().manual_seed(0)
     a = torch.randn(d, d, generator=g, dtype=torch.float64)
-    page_cov, res_cov = a @ a.T / d, 0.05 * torch.eye(d, dtype=torch.float64)
+    page_cov = a @ a.T / d
     means = torch.randn(20_000, d, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(page_cov).T + 1.0
     cells = torch.linspace(-0.5, 0.5, 3 * d, dtype=torch.float64).reshape(3, d)
     cells -= cells.mean(0)  # residuals about the page mean average to zero over a page's cells
