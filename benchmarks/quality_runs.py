@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.experiment_config import ExperimentRunConfig
+from benchmarks.resumed_walls import resumed_train_s
 from pipeline.layout.files import atomic_write
 from pipeline.layout.run import RESULTS, RunPaths
 
@@ -158,7 +159,7 @@ def _stage(wall_file: Path, key: str, threads: int, work) -> None:
 def run_one(x: Experiment, recipe: str, seed: int) -> dict:
     """Train one recipe at one seed (the learning curve on the validation corpus every train.eval_every steps) and
     evaluate it on both held-out corpora; returns {"recipe", "seed", "validation", "test" (results.json dicts),
-    "wall_s", "curve"}."""
+    "wall_s", "resumed_s", "curve"}."""
     run_dir = x.run_dir(recipe, seed)
     wall_file = run_dir / "wall.json"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -189,13 +190,17 @@ def evaluated_model(x: Experiment, run_dir: Path, recipe: str) -> Path:
 
 
 def load_run(run_dir: Path, recipe: str, seed: int) -> dict:
-    """A finished run's results from its files (what run_one returns)."""
+    """A finished run's results from its files (what run_one returns). "wall_s": every stage's recorded wall time
+    plus "resumed_s", the training before the last start (benchmarks/resumed_walls.py; None: unknown, then wall_s
+    counts the last start only)."""
     wall = json.loads((run_dir / "wall.json").read_text())
-    res = {"recipe": recipe, "seed": seed, "curve": read_curve(RunPaths(run_dir).metrics),
-           "wall_s": sum(v for k, v in wall.items() if k.endswith("_s"))}
+    resumed = resumed_train_s(run_dir, wall["train_s"])
+    res = {"recipe": recipe, "seed": seed, "curve": read_curve(RunPaths(run_dir).metrics), "resumed_s": resumed,
+           "wall_s": sum(v for k, v in wall.items() if k.endswith("_s")) + (resumed or 0.0)}
     for split in SPLITS:
         res[split] = json.loads((run_dir / f"eval-{split}" / RESULTS).read_text())
-    log.info("%s seed %d: %.0f s wall", recipe, seed, res["wall_s"])
+    log.info("%s seed %d: %.0f s wall (%s s before its last start)", recipe, seed, res["wall_s"],
+             "?" if resumed is None else f"{resumed:.0f}")
     return res
 
 

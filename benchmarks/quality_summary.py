@@ -74,7 +74,9 @@ def summary(roles: dict[str, dict], meta: dict) -> dict:
     "choice": choose() or None, "others": {recipe: [runs of the candidates not chosen]}}}; `meta`: "commit",
     "page_size", "default_recipe", "baseline". Returns {"commit", "split": "test", "page_size", "baseline",
     "default_recipe", "recipes": {role: {budget: cell}}, "bytes_per_page", "wall_s": {role: [per run]},
-    "validation": {"recipes": ...}, "choice": {role: ...}, "candidates": {recipe: {"test", "validation", "wall_s"}},
+    "resumed_s": {role: [per run: the part of wall_s before the run's last start; None: unknown, wall_s partial]},
+    "validation": {"recipes": ...}, "choice": {role: ...},
+    "candidates": {recipe: {"test", "validation", "wall_s", "resumed_s"}},
     "precisions": {"recipes": (default and baseline, every precision), "bytes_per_page"}, "eval_sets", "goals",
     "goal_misses"}; budgets in grid order."""
     everything = [r for spec in roles.values() for r in [*spec["runs"], *sum(spec["others"].values(), [])]]
@@ -85,12 +87,14 @@ def summary(roles: dict[str, dict], meta: dict) -> dict:
               "bytes_per_page": {r["budget"]: r["bytes_per_page"] for r in rows
                                  if Budget.parse(r["budget"]).precision == "fp16"},
               "wall_s": {role: [r["wall_s"] for r in s["runs"]] for role, s in roles.items()},
+              "resumed_s": {role: [r["resumed_s"] for r in s["runs"]] for role, s in roles.items()},
               "validation": {"recipes": {role: table(s["runs"], "validation", s["reported"])
                                          for role, s in roles.items()}},
               "choice": {role: s["choice"] for role, s in roles.items() if s["choice"]},
               "candidates": {recipe: {"test": table(runs, "test", s["reported"]),
                                       "validation": table(runs, "validation", s["reported"]),
-                                      "wall_s": [r["wall_s"] for r in runs]}
+                                      "wall_s": [r["wall_s"] for r in runs],
+                                      "resumed_s": [r["resumed_s"] for r in runs]}
                              for s in roles.values() for recipe, runs in s["others"].items()},
               "precisions": {"recipes": {role: table(roles[role]["runs"], "test", fp16_only=False)
                                          for role in dict.fromkeys([meta["default_recipe"], meta["baseline"]])},
@@ -177,8 +181,22 @@ def markdown(result: dict) -> str:
     for name, ok in result.get("goals", {}).items():
         notes.append(f"- goal {name}: {'met' if ok else 'MISSED'}" + (f" ({'; '.join(misses[name])})"
                                                                       if name in misses else ""))
+    notes += wall_notes(result)
     lines += [""] + notes if notes else []
     return "\n".join(lines)
+
+
+def wall_notes(result: dict) -> list[str]:
+    """One line per role: each run's wall seconds (training and both evaluations), marking the runs that were
+    resumed (the seconds before their last start, a lower bound) or whose earlier starts are unknown."""
+    def one(wall: float, resumed: float | None) -> str:
+        if resumed is None:
+            return f"{wall:.0f}+ (earlier starts unknown)"
+        return f"{wall:.0f} (resumed; {resumed:.0f} before the last start)" if resumed > 0 else f"{wall:.0f}"
+
+    resumed = result.get("resumed_s", {})
+    return [f"- wall s per run, {role}: " + ", ".join(one(w, r) for w, r in zip(walls, resumed[role]))
+            for role, walls in result.get("wall_s", {}).items() if role in resumed]
 
 
 def _seeds(table: dict) -> int:

@@ -24,7 +24,7 @@ def results(base: float, seed: int, fingerprint: str, sizes=SIZES) -> dict:
 
 def run(recipe: str, seed: int, test: float, validation: float) -> dict:
     return {"recipe": recipe, "seed": seed, "test": results(test, seed, "TEST"),
-            "validation": results(validation, seed, "VAL"), "wall_s": 60.0 + seed,
+            "validation": results(validation, seed, "VAL"), "wall_s": 60.0 + seed, "resumed_s": [0.0, 5.0, None][seed],
             "curve": {"L2-d8-p1": [(10, 0.1 + seed / 10), (20, 0.2 + seed / 10)]}}
 
 
@@ -56,10 +56,10 @@ def test_summary_schema_splits_and_statistics(tmp_path):
     assert got["recipes"]["joint"]["L2-d8-p2"] == {"mean": pytest.approx(statistics.mean(test_vals)),
                                                    "std": pytest.approx(statistics.stdev(test_vals)), "seeds": 2}
     assert got["validation"]["recipes"]["joint"]["L2-d8-p2"]["mean"] == pytest.approx(statistics.mean(val_vals))
-    assert got["wall_s"]["truncation"] == [60.0, 61.0, 62.0]
+    assert got["wall_s"]["truncation"] == [60.0, 61.0, 62.0] and got["resumed_s"]["truncation"] == [0.0, 5.0, None]
     assert got["choice"] == {"joint": spec["joint"]["choice"]} and got["choice"]["joint"]["recipe"] == "joint-b"
     assert got["candidates"]["joint-a"]["test"]["L2-d8-p1"] == {"mean": pytest.approx(0.45), "std": 0.0, "seeds": 1}
-    assert got["candidates"]["joint-a"]["wall_s"] == [60.0]
+    assert got["candidates"]["joint-a"]["wall_s"] == [60.0] and got["candidates"]["joint-a"]["resumed_s"] == [0.0]
     # every precision for the default and the baseline only; fp16 rows equal the main table's
     assert set(got["precisions"]["recipes"]) == {"joint", "truncation"}
     assert list(got["precisions"]["recipes"]["joint"]) == list(SIZES) and got["precisions"]["bytes_per_page"] == SIZES
