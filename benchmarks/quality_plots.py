@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+EVERY = "every exit and precision (fp16, int8, bin)"
+
 
 def _frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """(bytes, best nDCG@5 at <= bytes) along sorted bytes."""
@@ -14,44 +16,55 @@ def _frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
+def pareto_panels(result: dict) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """{panel title: {role: [(bytes/page, mean nDCG@5)]}}: the deepest and the shallowest exit at fp16, and with a
+    "precisions" block every exit and precision. A separately trained model (one budget) is a point in each panel
+    its budget belongs to: an exit panel of its depth, and the every-exit panel."""
+    from pipeline.model.budgets import Budget
+
+    sizes = result["bytes_per_page"]
+    depths = sorted({Budget.parse(b).layers for b in sizes})
+    panels = {}
+    for depth in dict.fromkeys([depths[-1], depths[0]]):
+        panels[f"exit after {depth} layers (fp16)"] = {
+            name: [(sizes[b], t[b]["mean"]) for b in t if Budget.parse(b).layers == depth]
+            for name, t in result["recipes"].items()}
+    prec = result.get("precisions", {}).get("recipes", {})
+    if prec:
+        all_sizes = result["precisions"]["bytes_per_page"]
+        every = {name: [(all_sizes[b], c["mean"]) for b, c in t.items()] for name, t in prec.items()}
+        every.update({name: [(sizes[b], t[b]["mean"]) for b in t]
+                      for name, t in result["recipes"].items() if len(t) == 1})
+        panels[EVERY] = every
+    return panels
+
+
 def plot_pareto(result: dict, path: Path) -> None:
-    """nDCG@5 against bytes/page at the deepest and the shallowest exit (fp16): each grid role's Pareto frontier
-    (mean of seeds), separately trained models as single points; with a "precisions" block, a third panel with the
-    frontiers over every exit and precision."""
+    """pareto_panels() drawn: each grid role's Pareto frontier (mean of seeds), separately trained models as stars
+    (in every panel's legend, so the colours read the same everywhere)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.model.budgets import Budget
-
-    sizes = result["bytes_per_page"]
-    depths = sorted({Budget.parse(b).layers for b in sizes})
-    prec = result.get("precisions", {}).get("recipes", {})
-    panels = 3 if prec else 2
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), sharey=True)
+    panels = pareto_panels(result)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), sharey=True, squeeze=False)
     colours = {name: f"C{i}" for i, name in enumerate(result["recipes"])}  # one colour per role in every panel
-    for ax, depth in zip(axes, [depths[-1], depths[0]]):
-        for name, table in result["recipes"].items():
-            pts = [(sizes[b], table[b]["mean"]) for b in table if Budget.parse(b).layers == depth]
-            if len(table) == 1:
-                xs, ys = zip(*pts) if pts else ((), ())  # a legend entry in both panels
+    single = {name for name, t in result["recipes"].items() if len(t) == 1}
+    for ax, (title, roles) in zip(axes[0], panels.items()):
+        for name, pts in roles.items():
+            if name in single:
+                xs, ys = zip(*pts) if pts else ((), ())  # an empty plot still gives the legend entry
                 ax.plot(xs, ys, marker="*", markersize=13, linestyle="none", color=colours[name], label=name)
-                continue
-            ax.plot(*zip(*_frontier(pts)), marker="o", color=colours[name], label=name)
-        ax.set_title(f"exit after {depth} layers (fp16)")
-    if prec:
-        all_sizes = result["precisions"]["bytes_per_page"]
-        for name, table in prec.items():
-            pts = [(all_sizes[b], c["mean"]) for b, c in table.items()]
-            axes[2].plot(*zip(*_frontier(pts)), marker=".", color=colours.get(name, "k"), label=name)
-        axes[2].set_title("every exit and precision (fp16, int8, bin)")
-    for ax in axes:
+            elif pts:
+                ax.plot(*zip(*_frontier(pts)), marker="." if title == EVERY else "o", color=colours.get(name, "k"),
+                        label=name)
+        ax.set_title(title)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("bytes per page")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("best nDCG@5 at <= bytes/page (mean of seeds)")
-    axes[0].legend(fontsize=8)
+    axes[0][0].set_ylabel("best nDCG@5 at <= bytes/page (mean of seeds)")
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from benchmarks.quality_plots import plot_curves, plot_pareto
+from benchmarks.quality_plots import EVERY, pareto_panels, plot_curves, plot_pareto
 from benchmarks.quality_runs import read_curve
 from benchmarks.quality_summary import choose, eval_sets, goal_checks, goals, markdown, summary
 
@@ -75,6 +75,18 @@ def test_summary_schema_splits_and_statistics(tmp_path):
     plot_pareto(got, tmp_path / "pareto.png")
     plot_curves({r: s["runs"] for r, s in spec.items()}, tmp_path / "curves.png")
     assert (tmp_path / "pareto.png").stat().st_size > 5000 and (tmp_path / "curves.png").stat().st_size > 5000
+
+
+def test_every_separately_trained_model_is_drawn_where_its_budget_belongs():
+    got = summary(roles(), {"commit": "abc", "page_size": 224, "default_recipe": "joint", "baseline": "truncation"})
+    panels = pareto_panels(got)
+    assert list(panels) == ["exit after 2 layers (fp16)", "exit after 1 layers (fp16)", EVERY]
+    own = got["recipes"]["only-L1-d4-p2"]["L1-d4-p2"]["mean"]
+    assert panels["exit after 1 layers (fp16)"]["only-L1-d4-p2"] == [(8, own)]
+    assert panels["exit after 2 layers (fp16)"]["only-L1-d4-p2"] == []  # another depth: a legend entry only
+    assert panels[EVERY]["only-L1-d4-p2"] == [(8, own)]  # also here: a middle exit (L/2) is in no exit panel
+    assert sorted(size for size, _ in panels["exit after 2 layers (fp16)"]["joint"]) == [16, 64]
+    assert len(panels[EVERY]["joint"]) == len(SIZES)  # every exit at every precision
 
 
 def test_choice_is_made_on_validation_over_the_trained_budgets():
