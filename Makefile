@@ -17,12 +17,22 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 venv: $(STAMP)
 
+# DeepSpeed's CPU backend JIT-compiles a small shm op (deepspeed/comm/torch.py) at every process group's start unless
+# TORCH_EXTENSIONS_DIR already holds it: ~1 CPU-min, built here once with the environment instead of in the first
+# training a test or the demo starts (the others wait on its lock meanwhile).
+define PREBUILD_SHM_OP
+from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+ShareMemCommBuilder().load(verbose=False)
+endef
+export PREBUILD_SHM_OP
+
 # torch==2.13.0 first and alone (a CPU wheel; any other torch request pulls a CUDA build).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -c "$$PREBUILD_SHM_OP"
 	touch $(STAMP)
 
 # Two pytest-xdist workers (tests/conftest.py keeps each module, and each shared server's tests, on one worker);

@@ -97,18 +97,52 @@ def pytest_collection_modifyitems(config, items):
                                         "conftest.py) maps to its server, or two workers start two servers")
 
 
+RAY_INIT_SETS = {"PYTHONBREAKPOINT", "RAY_CLIENT_MODE"}  # ray.init in the rendering code sets these, and leaves them
+
+
 @pytest.fixture(autouse=True)
-def _mlflow_tracking_uri_restored():
+def _process_state_unchanged():
+    """A test leaves what every process a later test starts inherits as it found it: the environment variables and
+    which signals are ignored or blocked (a blocked SIGINT in the worker means Ctrl-C reaches no process a later test
+    starts). The state is put back either way, so a failing test does not fail the ones after it. Python-level
+    handlers are not inherited across exec (ray.init installs one for SIGTERM): they are put back without failing."""
+    import signal
+
+    def state() -> tuple[dict, dict, set]:
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP)}
+        env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}  # pytest's own, per phase
+        return env, handlers, signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+    env, handlers, mask = state()
+    yield
+    env_after, handlers_after, mask_after = state()
+    env_now = os.environ.get("PYTEST_CURRENT_TEST", "")
+    os.environ.clear()
+    os.environ.update(env, PYTEST_CURRENT_TEST=env_now)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    for s, handler in handlers.items():
+        signal.signal(s, handler)
+    changed = sorted(k for k in (env.keys() | env_after.keys()) - RAY_INIT_SETS if env.get(k) != env_after.get(k))
+    ignored = {s for s, h in handlers.items() if h == signal.SIG_IGN}
+    ignored_after = {s for s, h in handlers_after.items() if h == signal.SIG_IGN}
+    assert not changed, f"the test left these environment variables changed: {changed}"
+    assert (ignored_after, mask_after) == (ignored, mask), f"ignored, blocked signals: {ignored, mask} -> " \
+                                                           f"{ignored_after, mask_after}"
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_tracking_uri_restored(_process_state_unchanged):
     """A test that points MLflow's process-wide tracking URI somewhere (a server, a store) leaves it as it was:
-    the next test, whichever it is, starts from the same global state."""
+    the next test, whichever it is, starts from the same global state. Torn down before _process_state_unchanged
+    checks the environment: mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI, set_tracking_uri(None) unsets it."""
     import sys
 
-    mlflow = sys.modules.get("mlflow")
-    before = mlflow.get_tracking_uri() if mlflow else None
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    before = utils._tracking_uri if utils else None  # None: not set in this process (the environment decides)
     yield
-    mlflow = sys.modules.get("mlflow")
-    if mlflow and mlflow.get_tracking_uri() != before:
-        mlflow.set_tracking_uri(before)
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if utils and utils._tracking_uri != before:
+        utils.set_tracking_uri(before)
 
 
 @pytest.fixture(scope="session")

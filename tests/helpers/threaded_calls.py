@@ -21,6 +21,13 @@ def distinct_inputs(n_queries: int = 20, n_pages: int = 20) -> tuple[list[str], 
     return queries, pages
 
 
+def repeated(distinct: Sequence, fn: Callable, n: int) -> tuple[list, list]:
+    """n calls that go through `distinct` in turn, and fn's one-at-a-time answer to each: fn runs once per
+    distinct call (the same input gets the same answer), so the reference costs len(distinct) calls, not n."""
+    answers = [fn(c) for c in distinct]
+    return [distinct[i % len(distinct)] for i in range(n)], [answers[i % len(distinct)] for i in range(n)]
+
+
 def hammer(fn: Callable, calls: Sequence, threads: int = 8) -> list:
     """fn(call) for every call from `threads` threads at once; an exception is kept as the answer."""
     def safe(c):

@@ -1,7 +1,7 @@
-"""Concurrent encodes answer each call from its own inputs: 8 threads x 400 mixed calls (queries and pages, every
-exit, two pools) through one Retriever equal the one-at-a-time answers bit for bit, and the model's layer list is
-whole afterwards. Negative control: the same calls with the forward lock made a no-op (the encode before the fix)
-give wrong answers or crash, so the comparison can fail."""
+"""Concurrent encodes answer each call from its own inputs: 8 threads x 400 mixed calls (20 different ones in turn:
+queries and pages, every exit, two pools) through one Retriever equal the one-at-a-time answers bit for bit, and the
+model's layer list is whole afterwards. Negative control: the same calls with the forward lock made a no-op (the
+encode before the fix) give wrong answers or crash, so the comparison can fail."""
 
 import contextlib
 import copy
@@ -11,9 +11,9 @@ import pytest
 from pipeline.model import backbone as bb
 from pipeline.model.budgets import Budget
 from pipeline.model.retriever import Retriever
-from tests.helpers.threaded_calls import differing, distinct_inputs, hammer, same_tensors
+from tests.helpers.threaded_calls import differing, distinct_inputs, hammer, repeated, same_tensors
 
-pytestmark = pytest.mark.slow  # 1,600 encodes from 8 threads
+pytestmark = pytest.mark.slow  # 400-call rounds from 8 threads
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +21,13 @@ def model(tiny_qwen2vl_dir):
     return Retriever.from_pretrained(tiny_qwen2vl_dir).eval()
 
 
-def mixed_calls(model, n=400):
+def distinct_calls(model) -> list:
+    """20 different calls: queries and pages (10 each, all different), every exit, both pools."""
     queries, pages = distinct_inputs()
     calls = []
-    for i in range(n):
+    for i in range(20):
         budget = Budget(model.exits[i % len(model.exits)], model.dim, 1 + (i // 2) % 2)
-        calls.append(("queries", queries[i % len(queries)], budget) if i % 2 == 0
-                     else ("pages", pages[i % len(pages)], budget))
+        calls.append(("queries", queries[i], budget) if i % 2 == 0 else ("pages", pages[i], budget))
     return calls
 
 
@@ -37,8 +37,8 @@ def encode_one(model):
 
 @pytest.fixture(scope="module")
 def calls_and_reference(model):
-    calls = mixed_calls(model)
-    return calls, [encode_one(model)(c) for c in calls]
+    """The 400 calls (the 20 distinct ones, repeated in turn) and each one's answer made one at a time."""
+    return repeated(distinct_calls(model), encode_one(model), 400)
 
 
 def test_eight_threads_answer_like_one_at_a_time(model, calls_and_reference):

@@ -1,6 +1,7 @@
-"""The registered pyfunc answers concurrent predicts from their own rows: 8 threads x 400 predicts (queries, pages
-and mixed rows) through `mlflow.pyfunc.load_model` equal the one-at-a-time answers exactly. Negative control: with
-the retriever's forward lock made a no-op (the encode before the fix) some answers are wrong or fail."""
+"""The registered pyfunc answers concurrent predicts from their own rows: 8 threads x 400 predicts (60 different
+requests in turn: queries, pages and mixed rows) through `mlflow.pyfunc.load_model` equal the one-at-a-time answers
+exactly. Negative control: with the retriever's forward lock made a no-op (the encode before the fix) some answers
+are wrong or fail."""
 
 import contextlib
 
@@ -10,7 +11,7 @@ import pytest
 
 from pipeline.registry.pyfunc import encode_image
 from tests.helpers.chain import NAME
-from tests.helpers.threaded_calls import differing, distinct_inputs, hammer
+from tests.helpers.threaded_calls import differing, distinct_inputs, hammer, repeated
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +21,12 @@ def uri(chain):
     return f"models:/{NAME}/{version}"
 
 
-@pytest.fixture(scope="module")
-def frames():
-    """400 requests: one query, one page, or a query and a page, over 20 queries and 20 pages."""
+def distinct_frames() -> list[pd.DataFrame]:
+    """60 different requests: one query, one page, or a query and a page, over 20 queries and 20 pages."""
     queries, pages = distinct_inputs()
     images = [encode_image(p) for p in pages]
     out = []
-    for i in range(400):
+    for i in range(60):
         q, img = queries[i % 20], images[(7 * i) % 20]
         rows = [[q, None]] if i % 3 == 0 else [[None, img]] if i % 3 == 1 else [[q, None], [None, img]]
         out.append(pd.DataFrame(rows, columns=["query", "image"]))
@@ -34,14 +34,19 @@ def frames():
 
 
 @pytest.fixture(scope="module")
-def reference(uri, frames):
-    """The loaded pyfunc and its one-at-a-time answer to every frame."""
+def reference(uri):
+    """The loaded pyfunc, 400 requests (the 60 distinct ones in turn) and its one-at-a-time answer to each."""
     model = mlflow.pyfunc.load_model(uri)
-    return model, [model.predict(f) for f in frames]
+    return model, *repeated(distinct_frames(), model.predict, 400)
+
+
+@pytest.fixture(scope="module")
+def frames(reference):
+    return reference[1]
 
 
 def test_eight_threads_predict_like_one_at_a_time(reference, frames):
-    model, answers = reference
+    model, _, answers = reference
     assert len({str(r[0]["vectors"]) for r in answers}) == 40  # every input has its own answer
     assert differing(hammer(model.predict, frames, threads=8), answers, lambda a, b: a == b) == []
 
@@ -51,7 +56,7 @@ def test_negative_control_unlocked_pyfunc_answers_wrongly(uri, reference, frames
     model.unwrap_python_model().retriever._forward_lock = contextlib.nullcontext()
     bad = []
     for _ in range(3):  # a race: retried so the control itself cannot flake
-        bad = differing(hammer(model.predict, frames[:200], threads=8), reference[1][:200], lambda a, b: a == b)
+        bad = differing(hammer(model.predict, frames[:200], threads=8), reference[2][:200], lambda a, b: a == b)
         if bad:
             break
     assert bad, "the unlocked pyfunc answered every concurrent predict correctly: the test could not catch the race"

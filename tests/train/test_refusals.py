@@ -20,6 +20,7 @@ import pytest
 from pipeline.data.stream import TrainStream
 from pipeline.layout.lock import LOCK_NAME
 from pipeline.layout.shards import split_shards
+from pipeline.procs import stop_process_group
 from pipeline.train.checkpoint import problem
 from tests.helpers.procs import ROOT, run
 from tests.helpers.run_state import mlflow_run, run_files
@@ -34,10 +35,28 @@ def shards(tmp_path_factory):
     return write_shards(tmp_path_factory.mktemp("shards") / "s", n_pages=8, shard_size=8)
 
 
-def launch(cmd: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "wb") as f:
-        return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV}, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+@pytest.fixture
+def launch():
+    """Start a training in its own process group, logging to a file; whatever is still running when the test ends
+    (it failed part-way) is stopped by PID, so it does not go on training beside the next test."""
+    started: list[subprocess.Popen] = []
+
+    def start(cmd: list[str], log: Path) -> subprocess.Popen:
+        # Ctrl-C must reach it as from a terminal even when the suite runs as a background job: those start with
+        # SIGINT ignored, a child inherits an ignored signal, and Python then installs no KeyboardInterrupt.
+        handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with open(log, "wb") as f:
+                started.append(subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV}, stdout=f,
+                                                stderr=subprocess.STDOUT, start_new_session=True))
+        finally:
+            signal.signal(signal.SIGINT, handler)
+        return started[-1]
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            stop_process_group(proc, signal.SIGKILL)
 
 
 def errors(text: str) -> list[str]:
@@ -53,7 +72,7 @@ def runs_of(out: Path) -> list:
 
 
 def test_busy_directory_and_incompatible_resume_are_refused_and_ctrl_c_is_killed(tmp_path, tiny_qwen2vl_dir,
-                                                                                 shards):
+                                                                                 shards, launch):
     cfg = write_config(tmp_path, "run", tiny_qwen2vl_dir, shards, steps=6, checkpoint_every=2)
     out, cmd = tmp_path / "run", [sys.executable, "-m", "pipeline.train", "--config", str(cfg)]
     first = launch(cmd, tmp_path / "first.log")
@@ -111,10 +130,11 @@ def test_resume_settings_that_change_the_stream_are_named(shards, tmp_path):
     assert why.startswith("the data (data.shards/data.split: shard names, sizes, sha256) was ")
 
 
-def test_disk_full_during_a_checkpoint_is_one_line_and_the_last_one_resumes(tmp_path, tiny_qwen2vl_dir, shards):
+def test_disk_full_during_a_checkpoint_is_one_line_and_the_last_one_resumes(tmp_path, tiny_qwen2vl_dir, shards,
+                                                                           launch):
     disk = tmp_path / "disk"
     disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", str(disk)]).returncode != 0:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", str(disk)], check=False).returncode != 0:
         pytest.skip("mounting a small tmpfs needs root")
     try:
         out = disk / "run"
@@ -141,4 +161,4 @@ def test_disk_full_during_a_checkpoint_is_one_line_and_the_last_one_resumes(tmp_
         assert again.returncode == 0 and f"(step {int(m[3])})" in again.stdout, again.stdout[-3000:]
         assert max(metrics(out)) == 8
     finally:
-        subprocess.run(["umount", "-l", str(disk)])
+        subprocess.run(["umount", "-l", str(disk)], check=False)
