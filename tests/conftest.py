@@ -97,35 +97,32 @@ def pytest_collection_modifyitems(config, items):
                                         "conftest.py) maps to its server, or two workers start two servers")
 
 
-RAY_INIT_SETS = {"PYTHONBREAKPOINT", "RAY_CLIENT_MODE"}  # ray.init in the rendering code sets these, and leaves them
-
-
 @pytest.fixture(autouse=True)
 def _process_state_unchanged():
-    """A test leaves what every process a later test starts inherits as it found it: the environment variables and
-    which signals are ignored or blocked (a blocked SIGINT in the worker means Ctrl-C reaches no process a later test
-    starts). The state is put back either way, so a failing test does not fail the ones after it. Python-level
-    handlers are not inherited across exec (ray.init installs one for SIGTERM): they are put back without failing."""
+    """Every test starts from the worker's environment variables and signal state as they were before it: a
+    variable a test (or a library it calls first: ray.init, torch's inductor) sets is taken back after it, whichever
+    test comes next. Ignoring or blocking a signal fails the test that did it, besides being undone: every process a
+    later test starts would inherit it (a blocked SIGINT: Ctrl-C reaches none of them). Python-level handlers are not
+    inherited across exec (ray.init installs one for SIGTERM): they are put back without failing."""
     import signal
 
     def state() -> tuple[dict, dict, set]:
         handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP)}
-        env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}  # pytest's own, per phase
-        return env, handlers, signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        return dict(os.environ), handlers, signal.pthread_sigmask(signal.SIG_BLOCK, [])
 
     env, handlers, mask = state()
     yield
-    env_after, handlers_after, mask_after = state()
-    env_now = os.environ.get("PYTEST_CURRENT_TEST", "")
+    _, handlers_after, mask_after = state()
+    current_test = os.environ.get("PYTEST_CURRENT_TEST")  # pytest's own, set per phase
     os.environ.clear()
-    os.environ.update(env, PYTEST_CURRENT_TEST=env_now)
+    os.environ.update(env)
+    if current_test is not None:
+        os.environ["PYTEST_CURRENT_TEST"] = current_test
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     for s, handler in handlers.items():
         signal.signal(s, handler)
-    changed = sorted(k for k in (env.keys() | env_after.keys()) - RAY_INIT_SETS if env.get(k) != env_after.get(k))
     ignored = {s for s, h in handlers.items() if h == signal.SIG_IGN}
     ignored_after = {s for s, h in handlers_after.items() if h == signal.SIG_IGN}
-    assert not changed, f"the test left these environment variables changed: {changed}"
     assert (ignored_after, mask_after) == (ignored, mask), f"ignored, blocked signals: {ignored, mask} -> " \
                                                            f"{ignored_after, mask_after}"
 
@@ -133,8 +130,8 @@ def _process_state_unchanged():
 @pytest.fixture(autouse=True)
 def _mlflow_tracking_uri_restored(_process_state_unchanged):
     """A test that points MLflow's process-wide tracking URI somewhere (a server, a store) leaves it as it was:
-    the next test, whichever it is, starts from the same global state. Torn down before _process_state_unchanged
-    checks the environment: mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI, set_tracking_uri(None) unsets it."""
+    the next test, whichever it is, starts from the same global state (torn down before _process_state_unchanged
+    restores the environment, which mlflow.set_tracking_uri also changes: MLFLOW_TRACKING_URI)."""
     import sys
 
     utils = sys.modules.get("mlflow.tracking._tracking_service.utils")

@@ -1,6 +1,8 @@
 """The plan: the shipped real architectures' sizes, model states against DeepSpeed's own estimator, FLOPs against
 the meta-built modules, and the command line (JSON keys, fits, the one-line refusal and its advice)."""
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -85,11 +87,19 @@ def test_forward_flops_are_twice_the_linear_weights(name):
 
 
 def plan_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.plan", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=180)
+    """The plan command's main() in this process, its exit code and what it printed: the command's imports (6 of
+    its 7 s) are paid once per worker. test_unknown_model_is_one_clear_error runs the real `python -m`."""
+    from pipeline.plan.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argument errors exit from the parser
+            code = e.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
-@pytest.mark.heavy  # launches the plan command
 @pytest.mark.parametrize("config", ["configs/colqwen2_2b.yaml", "configs/colpali_3b.yaml"])
 def test_shipped_configs_fit_on_8x8_h100(config):
     out = plan_cli("--config", config, "--json")
@@ -111,7 +121,6 @@ def test_shipped_configs_fit_on_8x8_h100(config):
         assert w["page_tokens"] == 1280 and plan["params_total"] > 2.2e9  # 1,003,520 px = 1280 x 28 x 28
 
 
-@pytest.mark.heavy  # launches the plan command
 def test_table_names_every_term():
     out = plan_cli("--config", "configs/colqwen2_2b.yaml", "--nodes", "1")
     assert out.returncode == 0
@@ -119,7 +128,6 @@ def test_table_names_every_term():
         assert word in out.stdout
 
 
-@pytest.mark.heavy  # launches the plan command
 def test_a_config_that_does_not_fit_names_the_term_and_a_fix_that_fits():
     args = ["--config", "configs/colqwen2_2b.yaml", "--nodes", "1", "--gpus-per-node", "8", "--gpu-memory-gib", "24",
             "model.gradient_checkpointing=false", "train.chunk_size=32"]
@@ -138,7 +146,9 @@ def test_a_config_that_does_not_fit_names_the_term_and_a_fix_that_fits():
 
 @pytest.mark.heavy  # launches the plan command
 def test_unknown_model_is_one_clear_error():
-    out = plan_cli("--config", "configs/colqwen2_2b.yaml", "model.name_or_path=acme/NoSuchVLM-7B")
+    out = subprocess.run([sys.executable, "-m", "pipeline.plan", "--config", "configs/colqwen2_2b.yaml",
+                          "model.name_or_path=acme/NoSuchVLM-7B"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=180)
     assert out.returncode == 2
     assert "acme/NoSuchVLM-7B" in out.stderr and "Qwen2-VL-2B-Instruct" in out.stderr
     assert "Traceback" not in out.stderr

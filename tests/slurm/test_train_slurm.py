@@ -1,6 +1,7 @@
-"""`sbatch slurm/train_8node.sh` running the real `python -m pipeline.train`: 8 ranks on 8 nodes under ZeRO-3 on CPU,
-then a USR1 part-way: checkpoint, requeue, resume in the same MLflow run with the uninterrupted run's losses,
-gradient norms and final weights, bitwise."""
+"""`sbatch slurm/train_8node.sh` running the real `python -m pipeline.train`: 8 ranks on 8 nodes under ZeRO-3 on CPU
+(the script as shipped); then, on 2 of the nodes, a USR1 part-way: checkpoint, requeue, resume in the same MLflow run
+with an uninterrupted 2-node run's losses, gradient norms and final weights, bitwise (bitwise needs the same world;
+2 nodes keep every step of the mechanism at a quarter of the processes)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ STEPS = 4  # USR1 after step 1; the stop is agreed in a later step's flags all-r
 
 
 def _overrides(model: Path, shards: Path, out: Path) -> str:
-    """A tiny run: global batch 8 = one pair per rank, loss logged every step, a checkpoint every 2 steps."""
+    """A tiny run: global batch 8 (one pair per rank on 8 nodes), loss logged every step, a checkpoint every 2."""
     return " ".join([
         f"model.name_or_path={model}", f"data.shards={shards}", f"train.output_dir={out / 'run'}",
         f"tracking.tracking_uri=sqlite:///{out / 'mlruns.db'}", "tracking.system_metrics=false",
@@ -34,15 +35,26 @@ def shards(tmp_path_factory):
     return write_shards(tmp_path_factory.mktemp("slurm-shards"), n_pages=64, shard_size=8)
 
 
+def _submit_training(cluster, model: Path, shards: Path, out: Path, *options: str) -> int:
+    env = {"GPUS_PER_NODE": "0", "LOG_DIR": str(out / "logs"), "OMP_NUM_THREADS": "1", "CONFIG": "configs/tiny.yaml",
+           "OVERRIDES": _overrides(model, shards, out)}
+    return submit(cluster, out, env, *options)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(slurm_cluster, tiny_qwen2vl_dir, shards, tmp_path_factory):
-    """One unmodified `sbatch slurm/train_8node.sh` of the tiny recipe, run to the end; shared by both tests."""
+    """One unmodified `sbatch slurm/train_8node.sh` of the tiny recipe (8 nodes), run to the end."""
     out = tmp_path_factory.mktemp("slurm-train")
-    env = {"GPUS_PER_NODE": "0", "LOG_DIR": str(out / "logs"), "OMP_NUM_THREADS": "1", "CONFIG": "configs/tiny.yaml",
-           "OVERRIDES": _overrides(tiny_qwen2vl_dir, shards, out)}
-    job = submit(slurm_cluster, out, env)
-    info = slurm_cluster.wait_job(job, FINAL, timeout=420)
-    return job, info, out
+    job = _submit_training(slurm_cluster, tiny_qwen2vl_dir, shards, out)
+    return job, slurm_cluster.wait_job(job, FINAL, timeout=420), out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_two_nodes(slurm_cluster, tiny_qwen2vl_dir, shards, tmp_path_factory):
+    """The same job on 2 nodes, run to the end: the reference of the USR1 test."""
+    out = tmp_path_factory.mktemp("slurm-train-2")
+    job = _submit_training(slurm_cluster, tiny_qwen2vl_dir, shards, out, "--nodes=2")
+    return job, slurm_cluster.wait_job(job, FINAL, timeout=420), out
 
 
 def _losses(out: Path) -> list[tuple[int, float]]:
@@ -77,14 +89,15 @@ def test_eight_nodes_train_under_zero3(uninterrupted):
     assert len(list((out / "logs").glob(f"*-{job}-r0-node*.log"))) == 8
 
 
-def test_usr1_resumes_with_the_uninterrupted_losses(slurm_cluster, uninterrupted, tiny_qwen2vl_dir, shards,
-                                                    tmp_path):
-    """USR1 to the batch shell after step 1: checkpoint, requeue, resume; same MLflow run, same loss per step."""
-    ref_job, ref_info, ref_out = uninterrupted
-    assert ref_info["JobState"] == "COMPLETED", batch_log(ref_out, ref_job)
-    env = {"GPUS_PER_NODE": "0", "LOG_DIR": str(tmp_path / "logs"), "OMP_NUM_THREADS": "1",
-           "CONFIG": "configs/tiny.yaml", "OVERRIDES": _overrides(tiny_qwen2vl_dir, shards, tmp_path)}
-    job = submit(slurm_cluster, tmp_path, env)
+def test_usr1_resumes_with_the_uninterrupted_losses(slurm_cluster, uninterrupted_two_nodes, tiny_qwen2vl_dir,
+                                                    shards, tmp_path):
+    """USR1 to the batch shell after step 1 (2 nodes): checkpoint, requeue, resume; same MLflow run, the same loss
+    per step, gradient norms and final weights as the uninterrupted 2-node run."""
+    ref_job, ref_info, ref_out = uninterrupted_two_nodes
+    assert ref_info["JobState"] == "COMPLETED", batch_log(ref_out, ref_job) + node_logs(ref_out)
+    ref_log = next((ref_out / "logs").glob(f"*-{ref_job}-r0-node0.log")).read_text()
+    assert "process group: 2 ranks via torchrun" in ref_log
+    job = _submit_training(slurm_cluster, tiny_qwen2vl_dir, shards, tmp_path, "--nodes=2")
     deadline = time.time() + 300
     while not _losses(tmp_path):
         assert time.time() < deadline and slurm_cluster.job(job).get("JobState") in {"PENDING", "RUNNING"}, \
