@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import yaml
 
-from tests.helpers.procs import ROOT
+from tests.helpers.procs import ROOT, kill_job
 
 ENV = {"PYTHONPATH": str(ROOT)}
 # The suite's reference recipe: 4 decoder layers (exits 1-4), width 128 with a 32-wide prefix, pools 1 and 2.
@@ -86,21 +85,13 @@ def start(cmd: list[str], log: Path | None = None) -> subprocess.Popen:
 
 
 def wait_for(predicate, proc: subprocess.Popen, timeout: float = 300) -> None:
-    """Poll `predicate` until true; kill the process group and fail if the process ends or time runs out first."""
+    """Poll `predicate` until true; kill the job and fail if the process ends or time runs out first."""
     deadline = time.time() + timeout
     while not predicate():
         if proc.poll() is not None or time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_job(proc)
             raise AssertionError(f"condition not reached (exit code {proc.returncode})")
         time.sleep(0.1)
-
-
-def signal_ranks(proc: subprocess.Popen, sig: int) -> None:
-    """Send `sig` to the ranks a launcher started (its child processes), not to the launcher itself."""
-    import psutil
-
-    for child in psutil.Process(proc.pid).children():
-        child.send_signal(sig)
 
 
 def final_weights(run_dir: Path) -> dict:
