@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -74,12 +75,16 @@ def latest(out: Path) -> str:
 
 def start(cmd: list[str], log: Path | None = None) -> subprocess.Popen:
     """Start `cmd` from the checkout in its own process group (so a signal can reach the launcher and its ranks),
-    its output to `log` (or nowhere)."""
+    its output to `log` (or nowhere). Ctrl-C reaches it as from a terminal even when the suite runs as a background
+    job: those start with SIGINT ignored, a child inherits an ignored signal, and Python then raises no
+    KeyboardInterrupt."""
     out = open(log, "wb") if log else subprocess.DEVNULL
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV}, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     finally:
+        signal.signal(signal.SIGINT, handler)
         if log:
             out.close()
 

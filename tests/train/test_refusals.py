@@ -20,12 +20,11 @@ import pytest
 from pipeline.data.stream import TrainStream
 from pipeline.layout.lock import LOCK_NAME
 from pipeline.layout.shards import split_shards
-from pipeline.procs import stop_process_group
 from pipeline.train.checkpoint import problem
-from tests.helpers.procs import ROOT, run
+from tests.helpers.procs import kill_job, run
 from tests.helpers.run_state import mlflow_run, run_files
 from tests.helpers.shards import write_shards
-from tests.helpers.training import ENV, latest, metrics, wait_for, write_config
+from tests.helpers.training import ENV, latest, metrics, start, wait_for, write_config
 
 pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
 
@@ -37,26 +36,18 @@ def shards(tmp_path_factory):
 
 @pytest.fixture
 def launch():
-    """Start a training in its own process group, logging to a file; whatever is still running when the test ends
-    (it failed part-way) is stopped by PID, so it does not go on training beside the next test."""
+    """tests.helpers.training.start, and whatever is still running when the test ends (it failed part-way) is killed
+    by PID, so it does not go on training beside the next test."""
     started: list[subprocess.Popen] = []
 
-    def start(cmd: list[str], log: Path) -> subprocess.Popen:
-        # Ctrl-C must reach it as from a terminal even when the suite runs as a background job: those start with
-        # SIGINT ignored, a child inherits an ignored signal, and Python then installs no KeyboardInterrupt.
-        handler = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            with open(log, "wb") as f:
-                started.append(subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV}, stdout=f,
-                                                stderr=subprocess.STDOUT, start_new_session=True))
-        finally:
-            signal.signal(signal.SIGINT, handler)
+    def launch_one(cmd: list[str], log: Path) -> subprocess.Popen:
+        started.append(start(cmd, log))
         return started[-1]
 
-    yield start
+    yield launch_one
     for proc in started:
         if proc.poll() is None:
-            stop_process_group(proc, signal.SIGKILL)
+            kill_job(proc)
 
 
 def errors(text: str) -> list[str]:
