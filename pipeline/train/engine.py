@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +108,23 @@ def clear_stale_grads(engine: Any) -> None:
                 flat.grad.zero_()
 
 
+def import_deepspeed():
+    """The deepspeed module. Imported first here, it comes without MLflow: deepspeed.autotuning (never used here)
+    imports MLflow when installed, 1.0 of DeepSpeed's 1.3 s import on every rank, though only rank 0 tracks."""
+    if "deepspeed" not in sys.modules and "mlflow" not in sys.modules:
+        sys.modules["mlflow"] = None  # `import mlflow` raises ImportError: the autotuner sets has_mlflow = False
+        try:
+            import deepspeed
+        finally:
+            del sys.modules["mlflow"]  # a later `import mlflow` (rank 0's tracker) imports it as usual
+    import deepspeed
+
+    return deepspeed
+
+
 def build_engine(model: torch.nn.Module, cfg: TrainingTree, world_size: int) -> tuple[Any, dict]:
     """Wrap `model` in a DeepSpeed engine with our optimizer and schedule; returns (engine, filled DS config)."""
-    import deepspeed  # training only: evaluation, export and serving never import DeepSpeed
-
+    deepspeed = import_deepspeed()  # training only: evaluation, export and serving never import DeepSpeed
     ds = load_ds_config(cfg, world_size)
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train)

@@ -29,7 +29,7 @@ from pipeline.layout.shards import split_shards
 from pipeline.train import dist
 from pipeline.train.checkpoint import Checkpointer, CheckpointError
 from pipeline.train.config import TrainingTree
-from pipeline.train.engine import build_engine
+from pipeline.train.engine import build_engine, import_deepspeed
 from pipeline.train.step import Encoder, StepContext, StepOutput, train_step
 from pipeline.train.tracking import Tracker
 
@@ -179,8 +179,7 @@ def save(run: Run) -> None:
 
 def export_final(run: Run) -> Path:
     """Consolidate the ZeRO-3 partitions and write `<output_dir>/final` with the Retriever's save_pretrained."""
-    import deepspeed
-
+    deepspeed = import_deepspeed()
     out = RunPaths(Path(run.cfg.train.output_dir)).final
     params = list(run.retriever.parameters())
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=hasattr(params[0], "ds_id")):

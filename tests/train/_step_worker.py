@@ -1,5 +1,6 @@
 """Worker for test_step_equivalence: several SGD steps through the real train_step under DeepSpeed, one run per
-mode, each from a fresh engine, on this rank's share of qwen_case's fixed global batch.
+mode, each from a fresh engine, on this rank's share of qwen_case's fixed global batch. One launch may train under
+several DeepSpeed configs (--job per config: ZeRO-2 and ZeRO-3 in one world).
 
 A mode is `name[:chunk]`: cached, plain (train.grad_cache=false), lora, ckpt (gradient checkpointing), and the
 negative controls nogather (the page gather without gradient flow), skipreplay (chunk 1's page gradients are
@@ -68,14 +69,14 @@ def nan_at_step_1_on_rank_1(step):
     return loss_fn
 
 
-def run_mode(args, spec: str) -> None:
+def run_mode(args, out_dir: str, ds_config: str, spec: str) -> None:
     name, _, chunk = spec.partition(":")
     variant = name if name in qwen_case.VARIANTS else "base"
     model = qwen_case.model(args.model_dir, variant)
     queries, pages = qwen_case.inputs(model)
     cfg = load_config(None, [f"data.global_batch={qwen_case.GLOBAL}", "train.grad_clip=0.0", "train.optimizer=sgd",
                              f"train.lr={args.lr}", "train.warmup_steps=0", f"train.steps={args.steps}", "train.weight_decay=0.0",
-                             "model.dtype=float32", f"train.deepspeed_config={args.ds_config}"])
+                             "model.dtype=float32", f"train.deepspeed_config={ds_config}"])
     engine, _ = build_engine(Encoder(model), cfg, dist.world_size())
     init = gathered_state(engine)
     b, r = qwen_case.GLOBAL // dist.world_size(), dist.rank()
@@ -92,7 +93,7 @@ def run_mode(args, spec: str) -> None:
         trace.append({"loss": float(dist.mean_over_ranks(out.loss)), "grad_norm": norm, "skipped": out.skipped})
     final = gathered_state(engine)
     if r == 0:
-        target = Path(args.out) / spec.replace(":", "-c")
+        target = Path(out_dir) / spec.replace(":", "-c")
         target.mkdir(parents=True, exist_ok=True)
         save_file(init, str(target / "init.safetensors"))
         save_file(final, str(target / "final.safetensors"))
@@ -101,16 +102,16 @@ def run_mode(args, spec: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("out")
-    ap.add_argument("--ds-config", required=True)
-    ap.add_argument("--modes", required=True)
+    ap.add_argument("--job", nargs=3, action="append", required=True, metavar=("OUT", "DS_CONFIG", "MODES"),
+                    help="modes (comma-separated) trained under DS_CONFIG, written to OUT; repeatable")
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--lr", type=float, default=0.005)
     args = ap.parse_args()
     dist.init()
-    for spec in args.modes.split(","):
-        run_mode(args, spec)
+    for out, ds_config, modes in args.job:
+        for spec in modes.split(","):
+            run_mode(args, out, ds_config, spec)
     dist.destroy()
 
 
