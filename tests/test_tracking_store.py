@@ -5,7 +5,6 @@ flock beside the file. Negative control: the same start without it crashes in ML
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.heavy  # launches processes (make test-fast leaves it out)
 START = """
-import sys, time
+import sys
 from types import SimpleNamespace
-uri, go, serialise = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1"
+uri, serialise = sys.argv[1], sys.argv[2] == "1"
 import mlflow
 from mlflow import MlflowClient
 from pipeline.tracking_store import ensure_experiment, prepare_uri
-while time.time() < go:  # start together
-    time.sleep(0.001)
+print("ready", flush=True)
+sys.stdin.readline()  # start together: every process has imported MLflow
 mlflow.set_tracking_uri(prepare_uri(uri) if serialise else uri)
 client = MlflowClient(tracking_uri=uri)
 eid = ensure_experiment(client, SimpleNamespace(experiment="test", artifact_location=None, tracking_uri=uri))
@@ -30,10 +29,17 @@ with mlflow.start_run(experiment_id=eid):
 
 
 def start_together(db: Path, n: int, serialise: bool) -> list[subprocess.CompletedProcess]:
-    go = time.time() + 6  # every process imported MLflow by then
-    procs = [subprocess.Popen([sys.executable, "-c", START, f"sqlite:///{db}", str(go), str(int(serialise))],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    procs = [subprocess.Popen([sys.executable, "-c", START, f"sqlite:///{db}", str(int(serialise))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(n)]
+    for p in procs:  # wait until each has imported MLflow (lines before "ready" are its warnings)
+        seen = []
+        while not (seen and seen[-1].startswith("ready")):
+            seen.append(p.stdout.readline())
+            assert seen[-1], "".join(seen)  # it ended before it was ready
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     return [subprocess.CompletedProcess(p.args, p.wait(timeout=180), p.stdout.read()) for p in procs]
 
 
