@@ -100,9 +100,10 @@ def timed_steps(contexts: dict, batch, steps: int) -> dict:
 def measure_memory(args) -> None:
     """Child mode: build, reset the peak, one step, print {"base_kib", "setup_kib", "peak_kib"} (base: after the
     libraries are imported, before anything is built)."""
-    import deepspeed  # noqa: F401  (imported before the baseline, like everything the build needs)
-
     import pipeline.train.loop  # noqa: F401
+    from pipeline.train.engine import import_deepspeed
+
+    import_deepspeed()  # before the baseline, like everything the build needs (as a rank imports it)
     from pipeline.train.step import train_step
 
     base = rss_kib("VmRSS")
