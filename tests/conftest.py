@@ -30,9 +30,11 @@ HEAVY_FIXTURES = {"reference_run", "chain", "ray_head", "slurm_cluster", "tracki
 
 
 # Tests that share a server process (a session fixture) run on one xdist worker, so one server is started: the
-# scheduler below keeps each of these path prefixes together, and every other module together.
-SERVER_SCOPES = {"tests/slurm/": "slurm", "tests/serve/": "model-server", "tests/registry/test_promotion": "mlflow-server",
-                 "tests/data_prep/test_render.py": "ray"}
+# scheduler below keeps each of these path prefixes together, and every other module together. The real-width test
+# joins the Slurm cluster's scope: the two that start the most memory and processes (2 ranks of ~6 GB; 8 nodes of
+# launcher + rank) run one after the other instead of side by side, where both took up to 1.6x as long.
+SERVER_SCOPES = {"tests/slurm/": "slurm", "tests/plan/test_real_width.py": "slurm", "tests/serve/": "model-server",
+                 "tests/registry/test_promotion": "mlflow-server", "tests/data_prep/test_render.py": "ray"}
 SERVER_FIXTURES = {"slurm_cluster": "slurm", "model_server": "model-server", "tracking_uri": "mlflow-server",
                    "ray_head": "ray"}
 
@@ -46,11 +48,12 @@ def scope_of(nodeid: str) -> str:
 # hands out the scopes with the most tests first, which left single minutes-long tests to the end on one worker
 # while the other sat idle. The first builds the reference training run while the second, which does not need it,
 # runs beside it.
-LONGEST_FIRST = ["tests/train/test_train_e2e.py", "tests/train/test_step_equivalence.py", "tests/plan/test_real_width.py",
-                 "slurm", "tests/train/test_checkpoint_resume.py", "tests/plan/test_measured.py",
-                 "tests/registry/test_pyfunc_concurrency.py", "model-server", "tests/plan/test_plan.py",
-                 "tests/train/test_refusals.py", "tests/model/test_concurrency.py", "mlflow-server",
-                 "tests/test_tracking_store.py", "tests/train/test_bad_samples.py", "tests/plan/test_activations.py"]
+LONGEST_FIRST = ["tests/train/test_train_e2e.py", "slurm", "tests/train/test_step_equivalence.py",
+                 "tests/plan/test_measured.py", "tests/train/test_refusals.py", "ray",
+                 "tests/train/test_checkpoint_resume.py", "model-server", "mlflow-server",
+                 "tests/train/test_bad_samples.py", "tests/test_tracking_store.py", "tests/plan/test_activations.py",
+                 "tests/plan/test_gpu_step.py", "tests/registry/test_pyfunc_concurrency.py", "tests/plan/test_plan.py",
+                 "tests/model/test_concurrency.py"]
 
 
 def rank(scope: str) -> int:
