@@ -10,7 +10,7 @@ from tests.helpers.procs import run, torchrun_cmd
 from tests.helpers.shards import write_shards
 from tests.helpers.training import ENV, write_config
 
-STEPS = 12  # room for three interruptions and a periodic checkpoint between each
+STEPS = 8  # room for two interruptions (SIGTERM, kill -9) and a periodic checkpoint between them
 TRAIN = dict(steps=STEPS, checkpoint_every=2, keep_checkpoints=2)  # what the resume tests re-run
 CURVE = dict(eval_every=2, curve_budgets=["full", "L2-d32-p2"])  # on the training pages (eval.split=train)
 

@@ -1,7 +1,7 @@
 """End to end through `python -m pipeline.train` (2 ranks, ZeRO-3, gradient cache) on synthetic shards and the tiny
 Qwen2-VL retriever. The suite's reference run (the `reference_run` fixture) lowers the loss, fills one MLflow run,
-logs the learning curve and consolidates final/; a second run of the same recipe, interrupted three ways (SIGUSR1 to
-the ranks, SIGTERM to the job, kill -9) and re-run after each, ends on the reference run's weights bitwise."""
+logs the learning curve and consolidates final/; a second run of the same recipe, interrupted two ways (SIGTERM to the
+job, kill -9) and re-run after each, ends on the reference run's weights bitwise (SIGUSR1: tests/slurm)."""
 
 import json
 import math
