@@ -15,6 +15,7 @@ import json
 import logging
 from typing import Any
 
+from pipeline.gc_phases import setting_up
 from pipeline.registry.pyfunc import RequestError, check_rows
 
 log = logging.getLogger(__name__)
@@ -211,23 +212,24 @@ class _Stripper:
 def serve(cfg) -> None:
     """Serve the alias's variant on serve.host:serve.port until stopped (SIGINT/SIGTERM): /invocations (vectors) and
     /search over the live collection (when there is one: else /search answers 503)."""
-    import mlflow.pyfunc
-    import uvicorn
-    from mlflow.pyfunc import scoring_server
+    with setting_up():  # requests' garbage collections then leave the libraries, model and collection alone
+        import mlflow.pyfunc
+        import uvicorn
+        from mlflow.pyfunc import scoring_server
 
-    from pipeline.serve import deploy
-    from pipeline.serve.search import Searcher
+        from pipeline.serve import deploy
+        from pipeline.serve.search import Searcher
 
-    uri, version = deploy.resolve(cfg)
-    model = mlflow.pyfunc.load_model(uri)
-    searcher = Searcher(model.unwrap_python_model().retriever, deploy.target(cfg), cfg.serve, uri, version)
-    try:
-        searcher.engine()  # open (and, for Edge, hold) the live collection now: a problem shows at start
-    except ValueError as e:
-        log.warning("/search will answer 503 until there is a collection to search: %s", e)
-    s = cfg.serve
-    guarded = RequestGuard(scoring_server.init(model), int(s.max_request_mb * 2**20), s.max_rows, s.max_image_pixels,
-                           searcher)
+        uri, version = deploy.resolve(cfg)
+        model = mlflow.pyfunc.load_model(uri)
+        searcher = Searcher(model.unwrap_python_model().retriever, deploy.target(cfg), cfg.serve, uri, version)
+        try:
+            searcher.engine()  # open (and, for Edge, hold) the live collection now: a problem shows at start
+        except ValueError as e:
+            log.warning("/search will answer 503 until there is a collection to search: %s", e)
+        s = cfg.serve
+        guarded = RequestGuard(scoring_server.init(model), int(s.max_request_mb * 2**20), s.max_rows,
+                               s.max_image_pixels, searcher)
     log.info("serving %s (v%s) on http://%s:%d (/search, /invocations; at most %d rows, %g MiB per request)", uri,
              version, s.host, s.port, s.max_rows, s.max_request_mb)
     uvicorn.run(guarded, host=s.host, port=s.port, log_level="info")

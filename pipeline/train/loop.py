@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from pipeline.data.batch import Collate
 from pipeline.data.stream import TrainStream, make_loader
+from pipeline.gc_phases import setting_up
 from pipeline.layout.lock import DirectoryInUse, DirLock, claim
 from pipeline.layout.run import RunPaths
 from pipeline.layout.shards import split_shards
@@ -192,7 +193,8 @@ def export_final(run: Run) -> Path:
 def train(cfg: TrainingTree, measure_for: Callable[[Any], Measure] | None = None) -> int:
     """Train to `cfg.train.steps` (resuming if a checkpoint exists) holding the output directory's lock, measuring
     `measure_for(retriever)` every train.eval_every steps; returns the process exit code."""
-    run = build_run(cfg, measure_for)
+    with setting_up():  # the steps' garbage collections then leave the libraries, model and engine alone
+        run = build_run(cfg, measure_for)
     with run.lock:
         return run_steps(run)
 
