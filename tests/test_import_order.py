@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "data_prep", "demo", "benchmarks")
 STAGES = [  # earliest first: each entry is the module prefixes of one stage
     ("pipeline.layout", "pipeline.configlib", "pipeline.logs", "pipeline.procs", "pipeline.ranks",
-     "pipeline.tracking_store"),
+     "pipeline.tracking_store", "pipeline.gc_phases"),
     ("data_prep",),
     ("pipeline.data",),
     ("pipeline.model",),

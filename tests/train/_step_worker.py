@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.config import load_config
+from pipeline.gc_phases import setting_up
 from pipeline.train import dist
 from pipeline.train.engine import build_engine
 from pipeline.train.gradcache import GradCache
@@ -72,12 +73,13 @@ def nan_at_step_1_on_rank_1(step):
 def run_mode(args, out_dir: str, ds_config: str, spec: str) -> None:
     name, _, chunk = spec.partition(":")
     variant = name if name in qwen_case.VARIANTS else "base"
-    model = qwen_case.model(args.model_dir, variant)
-    queries, pages = qwen_case.inputs(model)
     cfg = load_config(None, [f"data.global_batch={qwen_case.GLOBAL}", "train.grad_clip=0.0", "train.optimizer=sgd",
-                             f"train.lr={args.lr}", "train.warmup_steps=0", f"train.steps={args.steps}", "train.weight_decay=0.0",
-                             "model.dtype=float32", f"train.deepspeed_config={ds_config}"])
-    engine, _ = build_engine(Encoder(model), cfg, dist.world_size())
+                             f"train.lr={args.lr}", "train.warmup_steps=0", f"train.steps={args.steps}",
+                             "train.weight_decay=0.0", "model.dtype=float32", f"train.deepspeed_config={ds_config}"])
+    with setting_up():  # as pipeline.train does: the steps' collections leave model and engine alone
+        model = qwen_case.model(args.model_dir, variant)
+        queries, pages = qwen_case.inputs(model)
+        engine, _ = build_engine(Encoder(model), cfg, dist.world_size())
     init = gathered_state(engine)
     b, r = qwen_case.GLOBAL // dist.world_size(), dist.rank()
     local = LocalBatch(queries.slice(r * b, (r + 1) * b), pages.slice(r * b, (r + 1) * b))
