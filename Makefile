@@ -62,7 +62,7 @@ experiment: $(STAMP)
 	$(BIN)/python -m benchmarks.precision_quality $(EXPERIMENT_ARGS)
 
 bench: $(STAMP)
-	for b in benchmarks/render.py benchmarks/model.py benchmarks/grad_cache.py benchmarks/loader.py benchmarks/serving.py benchmarks/concurrency.py benchmarks/checkpoint_hash.py; do $(BIN)/python $$b || exit 1; done
+	for b in benchmarks/render.py benchmarks/model.py benchmarks/grad_cache.py benchmarks/loader.py benchmarks/serving.py benchmarks/concurrency.py benchmarks/checkpoint_hash.py benchmarks/gc_setup.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -67,7 +67,9 @@ def main() -> None:
                 runs[mode].append(run_once(mode, config, tmp / f"{mode}-{r}"))
     cpu = {m: statistics.median(c for c, _ in runs[m]) for m in modes}
     wall = {m: statistics.median(w for _, w in runs[m]) for m in modes}
-    print(f"python -m pipeline.train, tiny Qwen2-VL, {args.steps} steps, 1 CPU process, median of {args.repeats}:")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    print(f"# {' '.join(sys.argv)} (commit {commit.strip()}): python -m pipeline.train, tiny Qwen2-VL, {args.steps} "
+          f"steps, 1 CPU process, median of {args.repeats}")
     for m in modes:
         print(f"  {m:<18} CPU {cpu[m]:6.2f} s   wall {wall[m]:6.2f} s")
     print(f"  shipped / as Python sets it: CPU {cpu['shipped'] / cpu[modes[1]]:.2f}x, "

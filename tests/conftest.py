@@ -203,3 +203,13 @@ def chain(tmp_path_factory, reference_run):
 
     final = Path(yaml.safe_load(reference_run.read_text())["train"]["output_dir"]) / "final"
     return Chain(tmp_path_factory.mktemp("chain"), final)
+
+
+def pytest_collection_finish(session):
+    """Each worker's heap after collection (torch, transformers, MLflow, every test module) is frozen out of Python's
+    garbage collections, as pipeline.gc_phases does for a training's set-up: the tests' collections walk only what
+    the tests make."""
+    import gc
+
+    gc.collect()
+    gc.freeze()

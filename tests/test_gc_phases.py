@@ -1,7 +1,7 @@
 """pipeline.gc_phases.setting_up: collections are rare during set-up but still happen, the set-up's cyclic garbage
 is collected by the way out, what survives is frozen (left out of later collections) and the thresholds end as they
-were, also when the set-up raises. Each test unfreezes afterwards, so the worker's collector is as every other test
-expects."""
+were, also when the set-up raises. Each test starts with nothing frozen and leaves the worker's heap frozen, as
+tests/conftest.py keeps it."""
 
 import gc
 import weakref
@@ -28,12 +28,13 @@ def cycle() -> weakref.ref:
 
 
 @pytest.fixture(autouse=True)
-def _unfreeze():
+def _unfrozen():
     before = gc.get_threshold()
     gc.unfreeze()  # nothing frozen before the test: what it finds frozen, setting_up froze
     yield
-    gc.unfreeze()
     gc.set_threshold(*before)
+    gc.collect()
+    gc.freeze()  # the worker's heap frozen again, as tests/conftest.py leaves it after collection
 
 
 def test_set_up_garbage_goes_and_what_it_keeps_is_frozen():
