@@ -26,12 +26,18 @@ def resolve(cfg) -> tuple[str, int | None]:
     return uri, version
 
 
-def load(cfg, uri: str):
-    """The VariantModel (retriever + card) behind a pyfunc URI (safetensors weights, no pickle)."""
+def load_pyfunc(cfg, uri: str):
+    """The pyfunc model behind `uri`, a `models:/` URI resolved in the configured tracking store (MLflow resolves it
+    in the process-wide one, which a fresh process has not set)."""
     import mlflow
 
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
-    return mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    return mlflow.pyfunc.load_model(uri)
+
+
+def load(cfg, uri: str):
+    """The VariantModel (retriever + card) behind a pyfunc URI (safetensors weights, no pickle)."""
+    return load_pyfunc(cfg, uri).unwrap_python_model()
 
 
 def target(cfg) -> Target:

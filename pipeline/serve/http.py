@@ -213,7 +213,6 @@ def serve(cfg) -> None:
     """Serve the alias's variant on serve.host:serve.port until stopped (SIGINT/SIGTERM): /invocations (vectors) and
     /search over the live collection (when there is one: else /search answers 503)."""
     with setting_up():  # requests' garbage collections then leave the libraries, model and collection alone
-        import mlflow.pyfunc
         import uvicorn
         from mlflow.pyfunc import scoring_server
 
@@ -221,7 +220,7 @@ def serve(cfg) -> None:
         from pipeline.serve.search import Searcher
 
         uri, version = deploy.resolve(cfg)
-        model = mlflow.pyfunc.load_model(uri)
+        model = deploy.load_pyfunc(cfg, uri)
         searcher = Searcher(model.unwrap_python_model().retriever, deploy.target(cfg), cfg.serve, uri, version)
         try:
             searcher.engine()  # open (and, for Edge, hold) the live collection now: a problem shows at start

@@ -40,8 +40,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def process(cmd: list[str], health_url: str, log: Path, timeout: float = 90, env: dict | None = None):
-    """Run `cmd` in its own session, wait for `health_url` to answer 200, yield the Popen, stop it by PID."""
-    full_env = {**os.environ, **(env or {})}
+    """Run `cmd` in its own session, wait for `health_url` to answer 200, yield the Popen, stop it by PID. `env`:
+    variables set on top of this process's (None: unset)."""
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
     try:

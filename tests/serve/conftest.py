@@ -35,7 +35,10 @@ def model_server(tmp_path_factory, chain):
     port = free_port()
     cmd = [sys.executable, "-m", "pipeline.serve", "http", *common, "--port", str(port),
            *(f"serve.{k}={v}" for k, v in LIMITS.items())]
-    with process(cmd, f"http://127.0.0.1:{port}/ping", tmp_path_factory.mktemp("serve") / "serve.log", timeout=180):
+    # As from a shell: only the config names the tracking store (the in-process `index` above set this process's
+    # MLFLOW_TRACKING_URI, which hid a server that resolved its alias in MLflow's default store instead).
+    with process(cmd, f"http://127.0.0.1:{port}/ping", tmp_path_factory.mktemp("serve") / "serve.log", timeout=180,
+                 env={"MLFLOW_TRACKING_URI": None}):
         yield (port, load_variant(chain.exported()["half"][0])[0],
                chain.config(f"serve.index_dir={index_dir}", f"serve.alias={ALIAS}", *SERVE),
                chain.config(f"serve.index_dir={flat_dir}", f"serve.alias={ALIAS}", "serve.engine=flat", *SERVE))
