@@ -3,7 +3,7 @@
     python benchmarks/gc_setup.py [--steps 4] [--repeats 3]
 
 The same short `python -m pipeline.train` (the tiny Qwen2-VL recipe of the tests, one CPU process, ZeRO-3, MLflow on
-SQLite) runs alternately as shipped (pipeline.gc_phases.setting_up around the set-up: the collector paused while
+SQLite) runs alternately as shipped (pipeline.gc_phases.setting_up around the set-up: collections rare while
 libraries, model and engine load, then all of it frozen) and with the collector left as Python sets it. Printed:
 the median CPU seconds (user + system) and wall seconds of each, and their ratios. The set-up's share shrinks as a
 run gets longer; the steps' collections walking only what the steps make is what a long run keeps.
